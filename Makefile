@@ -1,0 +1,33 @@
+# The two commands a new user runs (make test, make demo) set themselves up:
+# they create .venv and install the package with what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test bench proto lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+# Regenerate the checked-in protobuf code from proto/ (a test checks it is current).
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=calico_vpp_driver/felix \
+		--pyi_out=calico_vpp_driver/felix proto/felixbackend.proto
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ruff check calico_vpp_driver tests benchmarks
+	$(PY) -m mypy calico_vpp_driver
+
+clean:
+	rm -rf $(VENV) build *.egg-info

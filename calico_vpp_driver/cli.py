@@ -1,0 +1,282 @@
+"""Entry points of the `calico-vpp-driver` command.
+
+- no arguments: the mode Felix spawns (`dataplaneDriver`): Felix's stream on
+  fd 3, statuses to fd 4.
+- `serve --socket PATH`: a long-lived driver listening on a unix socket (mode
+  0600), serving one Felix connection at a time, so it survives Felix restarts.
+- `relay --socket PATH`: what Felix spawns in that mode; copies fd 3/4 to and
+  from the socket and exits when either side closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+import structlog
+
+from . import __version__
+from . import log as log_mod
+from .config import Config
+from .dataplane import Dataplane, ModelOnlyDataplane
+from .driver import Session
+from .felix.wire import FrameDecoder, FramingError, encode_frame, write_all
+from .metrics import Metrics
+
+log = structlog.get_logger("calico_vpp_driver.cli")
+
+FELIX_IN_FD = 3
+FELIX_OUT_FD = 4
+
+
+class Stopper:
+    """Turns SIGTERM/SIGINT into a flag plus a readable fd the loops select on."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self.signal: int | None = None
+        signal.set_wakeup_fd(self._w)
+        signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+
+    @property
+    def fd(self) -> int:
+        return self._r
+
+    def is_set(self) -> bool:
+        return self.signal is not None
+
+
+class _ProcessHooks:
+    """Process-wide reactions to Felix's config (once per process, not per session)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._metrics_started = False
+
+    def on_config(self, cfg: Config) -> None:
+        if cfg.vpp_metrics_listen and not self._metrics_started:
+            try:
+                self.metrics.serve(cfg.vpp_metrics_listen)
+                self._metrics_started = True
+                log.info("metrics_listening", address=cfg.vpp_metrics_listen)
+            except (OSError, ValueError) as exc:
+                log.error("metrics_listen_failed", address=cfg.vpp_metrics_listen, error=str(exc))
+
+
+def _make_dataplane() -> Dataplane:
+    return ModelOnlyDataplane()
+
+
+def _log_framing_error(exc: FramingError) -> None:
+    log.error(
+        "felix_stream_out_of_step",
+        reason=exc.reason,
+        last_good_seq=exc.last_seq,
+        frame_length=exc.length,
+        detail="exiting so that Felix restarts and resyncs",
+    )
+
+
+def run_felix_fds(in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
+    """Felix's child-process mode. Exit code 0 when Felix goes away or stops us."""
+    for fd in (in_fd, out_fd):
+        try:
+            os.fstat(fd)
+        except OSError:
+            log.error(
+                "felix_fds_missing",
+                fd=fd,
+                detail="with no arguments the driver expects Felix's pipes on fds 3 and 4; "
+                "see `calico-vpp-driver --help` for the other modes",
+            )
+            return 2
+    stopper = Stopper()
+    metrics = Metrics()
+    hooks = _ProcessHooks(metrics)
+    dataplane = _make_dataplane()
+    log.info("driver_starting", version=__version__, mode="felix-fds", dataplane=dataplane.name)
+    session = Session(
+        in_fd,
+        out_fd,
+        dataplane,
+        stop_fd=stopper.fd,
+        should_stop=stopper.is_set,
+        metrics=metrics,
+        on_config=hooks.on_config,
+    )
+    try:
+        result = session.run()
+    except FramingError as exc:
+        _log_framing_error(exc)
+        return 1
+    except BrokenPipeError:
+        log.info("felix_disconnected", detail="Felix closed its end of the status pipe")
+        return 0
+    finally:
+        dataplane.close()
+    log.info("driver_exiting", reason=result.reason, signal=stopper.signal)
+    return 0
+
+
+def _listen(path: str) -> socket.socket:
+    if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise SystemExit(f"refusing to replace {path}: it exists and is not a socket")
+        os.unlink(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    server.listen(1)
+    return server
+
+
+def serve(path: str) -> int:
+    """Long-lived mode: one Felix (through `relay`) at a time, across Felix restarts."""
+    stopper = Stopper()
+    metrics = Metrics()
+    hooks = _ProcessHooks(metrics)
+    dataplane = _make_dataplane()
+    server = _listen(path)
+    log.info("driver_starting", version=__version__, mode="serve", socket=path, dataplane=dataplane.name)
+    try:
+        while not stopper.is_set():
+            import select
+
+            readable, _, _ = select.select([server, stopper.fd], [], [])
+            if server not in readable:
+                continue
+            conn, _ = server.accept()
+            log.info("felix_connected", socket=path)
+            with conn:
+                session = Session(
+                    conn.fileno(),
+                    conn.fileno(),
+                    dataplane,
+                    stop_fd=stopper.fd,
+                    should_stop=stopper.is_set,
+                    metrics=metrics,
+                    on_config=hooks.on_config,
+                )
+                try:
+                    session.run()
+                except FramingError as exc:
+                    _log_framing_error(exc)
+                except (BrokenPipeError, ConnectionResetError):
+                    log.info("felix_disconnected", detail="connection reset")
+    finally:
+        dataplane.close()
+        server.close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    log.info("driver_exiting", reason="stop", signal=stopper.signal)
+    return 0
+
+
+def relay(path: str, connect_timeout: float, in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
+    """Copy Felix's pipes to and from the serving driver's socket.
+
+    Felix -> driver bytes are copied as they come; driver -> Felix bytes are
+    forwarded only as whole frames, so Felix never sees a partial frame even
+    if the driver dies mid-write.
+    """
+    deadline = time.monotonic() + connect_timeout
+    delay = 0.05
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            break
+        except OSError as exc:
+            sock.close()
+            if time.monotonic() + delay > deadline:
+                log.error("relay_connect_failed", socket=path, error=str(exc), waited=connect_timeout)
+                return 1
+            log.info("relay_waiting_for_driver", socket=path, error=str(exc), retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    log.info("relay_connected", socket=path)
+    done = threading.Event()
+    why: list[str] = []
+
+    def up() -> None:  # Felix -> driver
+        try:
+            while data := os.read(in_fd, 1 << 20):
+                sock.sendall(data)
+            why.append("felix closed")
+        except OSError as exc:
+            why.append(f"driver socket: {exc}")
+        done.set()
+
+    def down() -> None:  # driver -> Felix, whole frames only
+        frames = FrameDecoder()
+        try:
+            while data := sock.recv(1 << 20):
+                for payload in frames.feed(data):
+                    write_all(out_fd, encode_frame(payload))
+            why.append("driver closed")
+        except (OSError, FramingError) as exc:
+            why.append(f"felix pipe or driver stream: {exc}")
+        done.set()
+
+    stopper = Stopper()
+    for target in (up, down):
+        threading.Thread(target=target, daemon=True).start()
+    while not done.wait(0.2):
+        if stopper.is_set():
+            why.append(f"signal {stopper.signal}")
+            break
+    log.info("relay_exiting", reason=why[0] if why else "unknown")
+    sock.close()
+    return 0 if why and why[0] == "felix closed" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    log_mod.configure("INFO")
+    parser = argparse.ArgumentParser(
+        prog="calico-vpp-driver",
+        description="Calico Felix external dataplane driver for FD.io VPP. With no command, "
+        "runs as Felix's child process (Felix's stream on fd 3, statuses on fd 4).",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command")
+    p_serve = sub.add_parser("serve", help="listen on a unix socket for Felix (through `relay`)")
+    p_serve.add_argument("--socket", required=True, help="unix socket path (created mode 0600)")
+    p_relay = sub.add_parser("relay", help="Felix's child in socket mode: copy fd 3/4 to the socket")
+    p_relay.add_argument("--socket", required=True, help="the serving driver's unix socket")
+    p_relay.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to keep retrying while the serving driver is not up (default 30)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.socket)
+    if args.command == "relay":
+        return relay(args.socket, args.connect_timeout)
+    return run_felix_fds()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

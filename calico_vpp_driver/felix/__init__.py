@@ -1,0 +1,1 @@
+"""Felix side of the driver: wire framing, message decoding, connections, statuses."""
