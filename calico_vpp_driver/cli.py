@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import socket
 import stat
@@ -159,10 +160,8 @@ def serve(path: str) -> int:
     log.info("driver_starting", version=__version__, mode="serve", socket=path, dataplane=dataplane.name)
     try:
         while not stopper.is_set():
-            import select
-
-            readable, _, _ = select.select([server, stopper.fd], [], [])
-            if server not in readable:
+            readable, _, _ = select.select([server.fileno(), stopper.fd], [], [])
+            if server.fileno() not in readable:
                 continue
             conn, _ = server.accept()
             log.info("felix_connected", socket=path)

@@ -340,9 +340,7 @@ def load(
             parse(name, parser, by_lower[name.lower()][1], "")
         elif env.get(env_name):
             parse(name, parser, env[env_name], "")
-    values["passthrough"] = tuple(
-        sorted((k, v) for low, (k, v) in by_lower.items() if low not in known)
-    )
+    values["passthrough"] = tuple(sorted((k, v) for low, (k, v) in by_lower.items() if low not in known))
     names = {f.name for f in fields(Config)}
     assert set(values) <= names, set(values) - names
     return Config(**values), problems

@@ -56,8 +56,7 @@ class ModelOnlyDataplane:
             log.warning(
                 "dataplane_not_programmed",
                 dataplane=self.name,
-                detail="this build keeps Felix's desired state but programs no VPP; "
-                "endpoints stay 'down'",
+                detail="this build keeps Felix's desired state but programs no VPP; endpoints stay 'down'",
             )
             self._warned = True
 

@@ -24,7 +24,7 @@ from .dataplane import Dataplane
 from .felix import felixbackend_pb2 as pb
 from .felix.decode import UNSUPPORTED_PAYLOADS, Outcome, apply_message, workload_endpoint_id
 from .felix.status import EndpointStatusReporter, StatusBoard, process_status
-from .felix.wire import FrameWriter, FramingError, MessageDecoder
+from .felix.wire import FrameWriter, MessageDecoder
 from .metrics import Metrics
 from .model.state import DesiredState
 
@@ -144,9 +144,7 @@ class Session:
         which = msg.WhichOneof("payload")
         if which == "workload_endpoint_update":
             upd = msg.workload_endpoint_update
-            self.reporter.remember_endpoint(
-                workload_endpoint_id(upd.id), upd.endpoint.SerializeToString()
-            )
+            self.reporter.remember_endpoint(workload_endpoint_id(upd.id), upd.endpoint.SerializeToString())
         outcome = apply_message(self.state, msg)
         self.metrics.messages.labels(outcome.kind).inc()
         if outcome.problem:
@@ -207,7 +205,7 @@ class Session:
         self.apply()
 
     def board_has_changes(self) -> bool:
-        return bool(self.board._changed)  # noqa: SLF001 - cheap peek, same package
+        return bool(self.board._changed)
 
     def apply(self) -> None:
         started = time.monotonic()
@@ -215,7 +213,7 @@ class Session:
         affected = self.state.endpoints_affected(dirty)
         try:
             self.dataplane.apply(self.state, dirty, self.board)
-        except Exception:  # noqa: BLE001 - one failed apply must not drop Felix
+        except Exception:
             log.exception("dataplane_apply_failed", dataplane=self.dataplane.name)
             self.metrics.apply_failures.inc()
         for key, status, reason in self.reporter.flush(self.state, affected):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -36,7 +37,7 @@ class Metrics:
             "endpoint_status", "Endpoints by status last sent to Felix", ["status"], registry=r
         )
 
-    def observe_model(self, state: DesiredState, statuses: Mapping[object, str]) -> None:
+    def observe_model(self, state: DesiredState, statuses: Mapping[Any, str]) -> None:
         for kind, n in state.counts().items():
             self.model_objects.labels(kind).set(n)
         tally = Tally(statuses.values())

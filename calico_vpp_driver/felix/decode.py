@@ -185,9 +185,7 @@ def decode_rule(msg: pb.Rule) -> Rule:
     )
 
 
-def _rules(
-    msgs: Iterable[pb.Rule], direction: str
-) -> tuple[tuple[Rule, ...], str | None]:
+def _rules(msgs: Iterable[pb.Rule], direction: str) -> tuple[tuple[Rule, ...], str | None]:
     rules = []
     for i, r in enumerate(msgs):
         try:
@@ -229,9 +227,7 @@ def _nat(msgs: Iterable[pb.NatInfo], what: str) -> tuple[NatInfo, ...]:
     return tuple(NatInfo(_addr(n.ext_ip, what), _addr(n.int_ip, what)) for n in msgs)
 
 
-def decode_workload_endpoint(
-    ep_id: WorkloadEndpointID, msg: pb.WorkloadEndpoint
-) -> WorkloadEndpoint:
+def decode_workload_endpoint(ep_id: WorkloadEndpointID, msg: pb.WorkloadEndpoint) -> WorkloadEndpoint:
     """Never raises: content errors are kept in the endpoint's `error`."""
     tiers, problem = _tiers(msg.tiers, "tiers")
     fields: dict[str, Any] = {}
@@ -438,13 +434,9 @@ def _host_meta(family: str, kind: str) -> Handler:
                 meta = _host_metadata(m.hostname, v6=m.ipv6_addr)
             elif family == "main":
                 # v3.32 sends a bare IPv4 address here; v3.33 the full record.
-                meta = _host_metadata(
-                    m.hostname, m.ipv4_addr, m.ipv6_addr, m.asnumber, dict(m.labels)
-                )
+                meta = _host_metadata(m.hostname, m.ipv4_addr, m.ipv6_addr, m.asnumber, dict(m.labels))
             else:
-                meta = _host_metadata(
-                    m.hostname, m.ipv4_addr, m.ipv6_addr, m.asnumber, dict(m.labels)
-                )
+                meta = _host_metadata(m.hostname, m.ipv4_addr, m.ipv6_addr, m.asnumber, dict(m.labels))
         except ContentError as exc:
             return Outcome(kind, m.hostname, problem=f"{exc}; host metadata not stored")
         state.update_host_metadata(family, meta)
@@ -639,9 +631,7 @@ HANDLERS: dict[str, Handler] = {
         _hostname,
         lambda m: {"public_key": m.public_key, "interface_ipv4_addr": m.interface_ipv4_addr},
     ),
-    "wireguard_endpoint_remove": _info(
-        "wireguard_endpoints", "wireguard_endpoint_remove", _hostname, None
-    ),
+    "wireguard_endpoint_remove": _info("wireguard_endpoints", "wireguard_endpoint_remove", _hostname, None),
     "wireguard_endpoint_v6_update": _info(
         "wireguard_endpoints_v6",
         "wireguard_endpoint_v6_update",

@@ -73,9 +73,7 @@ class StatusBoard:
             return changed
 
 
-def endpoint_health(
-    state: DesiredState, board: StatusBoard, key: EndpointKey
-) -> tuple[Health, str]:
+def endpoint_health(state: DesiredState, board: StatusBoard, key: EndpointKey) -> tuple[Health, str]:
     """The status Felix should see for an endpoint present in the model."""
     problems = state.endpoint_problems(key)
     if problems:
@@ -128,7 +126,8 @@ class EndpointStatusReporter:
             if self._sent.get(key) == status:
                 continue
             self._sent[key] = status
-            self._send(_update_msg(key, status, self._raw_endpoints.get(key)))
+            raw = self._raw_endpoints.get(key) if isinstance(key, WorkloadEndpointID) else None
+            self._send(_update_msg(key, status, raw))
             sent.append((key, status, reason))
         return sent
 
@@ -168,7 +167,7 @@ def _fill_wep_id(msg: pb.WorkloadEndpointID, key: WorkloadEndpointID) -> None:
 
 def process_status(started_monotonic: float, now: datetime.datetime | None = None) -> pb.FromDataplane:
     """A ProcessStatusUpdate: RFC 3339 UTC timestamp and uptime in seconds."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     out = pb.FromDataplane()
     out.process_status_update.iso_timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     out.process_status_update.uptime = time.monotonic() - started_monotonic

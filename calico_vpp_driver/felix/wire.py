@@ -85,7 +85,7 @@ class FrameDecoder:
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete frame held back (non-zero at EOF = truncated)."""
-        return len(self._buf)
+        return len(self._buf) + (HEADER_SIZE if self._need is not None else 0)
 
 
 class MessageDecoder:

@@ -16,8 +16,8 @@ from typing import Any
 from .members import split_valid
 from .types import (
     VTEP,
-    EndpointKey,
     Encapsulation,
+    EndpointKey,
     HostEndpoint,
     HostEndpointID,
     HostMetadata,
@@ -210,9 +210,7 @@ class DesiredState:
         self.dirty.profiles.add(name)
         return True
 
-    def _reindex_rules(
-        self, owner: RuleOwner, old: frozenset[str], new: frozenset[str]
-    ) -> None:
+    def _reindex_rules(self, owner: RuleOwner, old: frozenset[str], new: frozenset[str]) -> None:
         for set_id in old - new:
             users = self._ipset_users.get(set_id)
             if users is not None:

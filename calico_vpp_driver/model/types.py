@@ -236,9 +236,7 @@ class HostEndpoint:
     error: str | None = None
 
     def policy_ids(self) -> frozenset[PolicyID]:
-        return _tier_policy_ids(
-            self.tiers + self.untracked_tiers + self.pre_dnat_tiers + self.forward_tiers
-        )
+        return _tier_policy_ids(self.tiers + self.untracked_tiers + self.pre_dnat_tiers + self.forward_tiers)
 
 
 def _tier_policy_ids(tiers: tuple[TierInfo, ...]) -> frozenset[PolicyID]:
