@@ -146,7 +146,7 @@ class Session:
             upd = msg.workload_endpoint_update
             self.reporter.remember_endpoint(workload_endpoint_id(upd.id), upd.endpoint.SerializeToString())
         outcome = apply_message(self.state, msg)
-        self.metrics.messages.labels(outcome.kind).inc()
+        self.metrics.count_message(outcome.kind)
         if outcome.problem:
             self.metrics.content_errors.labels(outcome.kind).inc()
             log.warning(

@@ -32,10 +32,17 @@ class Metrics:
             registry=r,
         )
         self.apply_failures = Counter("dataplane_apply_failures", "Batches whose apply raised", registry=r)
+        self._message_children: dict[str, Any] = {}
         self.model_objects = Gauge("model_objects", "Objects in the desired state", ["kind"], registry=r)
         self.endpoint_status = Gauge(
             "endpoint_status", "Endpoints by status last sent to Felix", ["status"], registry=r
         )
+
+    def count_message(self, kind: str) -> None:
+        child = self._message_children.get(kind)
+        if child is None:
+            child = self._message_children[kind] = self.messages.labels(kind)
+        child.inc()
 
     def observe_model(self, state: DesiredState, statuses: Mapping[Any, str]) -> None:
         for kind, n in state.counts().items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -38,8 +38,7 @@ PROTOCOL_NUMBERS: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class PortRange:
+class PortRange(NamedTuple):
     """Inclusive port range; a single port has first == last."""
 
     first: int
@@ -49,17 +48,19 @@ class PortRange:
         return isinstance(port, int) and self.first <= port <= self.last
 
 
-@dataclass(frozen=True, slots=True)
-class IcmpMatch:
+class IcmpMatch(NamedTuple):
     """ICMP type and optional code (None = any code)."""
 
     type: int
     code: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One Calico rule, validated. Field meanings follow policy-semantics.md."""
+class Rule(NamedTuple):
+    """One Calico rule, validated. Field meanings follow policy-semantics.md.
+
+    A NamedTuple rather than a frozen dataclass: a node decodes tens of
+    thousands of rules at startup, and tuple construction and hashing run in C.
+    """
 
     action: Action = "allow"
     ip_version: int = 0  # 0 = any, 4, 6
@@ -103,9 +104,12 @@ class Rule:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyID:
-    """Felix's policy identity. Kinds starting with "Staged" are never enforced."""
+class PolicyID(NamedTuple):
+    """Felix's policy identity. Kinds starting with "Staged" are never enforced.
+
+    A NamedTuple: endpoints reference policies tens of thousands of times, so
+    hashing must be cheap.
+    """
 
     name: str
     namespace: str = ""
