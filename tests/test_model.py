@@ -494,3 +494,11 @@ def test_reverse_indexes_match_brute_force(ops: list[tuple[str, int, set[int], b
     for pid in pol_ids:
         expect_eps = {k for k, e in s.workload_endpoints.items() if pid in e.policy_ids()}
         assert s.policy_users(pid) == expect_eps
+
+
+def test_broken_staged_policy_is_not_an_error() -> None:
+    s = DesiredState()
+    staged = pb.PolicyID(name="st", namespace="ns", kind="StagedNetworkPolicy")
+    feed(s, policy([pb.Rule(action="frobnicate")], pid=staged), endpoint([staged]))
+    assert s.policies[PolicyID("st", "ns", "StagedNetworkPolicy")].error
+    assert s.endpoint_problems(WEP_KEY) == []

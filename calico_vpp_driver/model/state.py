@@ -318,9 +318,9 @@ class DesiredState:
         for name in ep.profile_ids:
             owners.append((ProfileID(name), self.profiles.get(name)))
         for owner, obj in owners:
+            if isinstance(owner, PolicyID) and owner.staged:
+                continue  # never enforced: its absence or content changes nothing
             if obj is None:
-                if isinstance(owner, PolicyID) and owner.staged:
-                    continue  # never enforced: its absence changes nothing
                 problems.append(f"references unknown {_describe(owner)}")
                 continue
             if obj.error:

@@ -85,7 +85,8 @@ class Rule(NamedTuple):
     dst_ip_port_set_ids: tuple[str, ...] = ()
     icmp: IcmpMatch | None = None
     not_icmp: IcmpMatch | None = None
-    # An HTTP match cannot be enforced at L3/L4: such a rule never matches.
+    # An HTTP criterion is not enforced at L3/L4; like Felix's own renderers,
+    # the rule matches on its other criteria (see policy/verdict.py).
     has_http_match: bool = False
     rule_id: str = ""
 
