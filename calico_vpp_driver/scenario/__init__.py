@@ -1,0 +1,1 @@
+"""Scenario files -> the Felix message stream Felix would send for one node."""
