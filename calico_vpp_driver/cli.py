@@ -6,11 +6,16 @@
   0600), serving one Felix connection at a time, so it survives Felix restarts.
 - `relay --socket PATH`: what Felix spawns in that mode; copies fd 3/4 to and
   from the socket and exits when either side closes.
+- `replay FILE`: turn a scenario file (docs/scenario-format.md) into Felix's
+  message stream, feed it to the driver's model and judge its probes; `demo`
+  replays the bundled demo scenario. Exit 0 if every expectation holds, 1 if
+  one does not, 2 if the scenario cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import select
 import signal
@@ -92,6 +97,19 @@ def _log_framing_error(exc: FramingError) -> None:
     )
 
 
+_F_SETPIPE_SZ = 1031  # Linux fcntl; not exposed by Python 3.11's fcntl module
+
+
+def _grow_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Ask for a 1 MiB pipe from Felix (default 64 KiB), so Felix, which writes
+    synchronously, blocks less often while the driver is busy. Best effort:
+    not a pipe, or above /proc/sys/fs/pipe-max-size, changes nothing."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except OSError:
+        pass
+
+
 def run_felix_fds(in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
     """Felix's child-process mode. Exit code 0 when Felix goes away or stops us."""
     for fd in (in_fd, out_fd):
@@ -105,6 +123,7 @@ def run_felix_fds(in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
                 "see `calico-vpp-driver --help` for the other modes",
             )
             return 2
+    _grow_pipe(in_fd)
     stopper = Stopper()
     metrics = Metrics()
     hooks = _ProcessHooks(metrics)
@@ -250,6 +269,20 @@ def relay(path: str, connect_timeout: float, in_fd: int = FELIX_IN_FD, out_fd: i
     return 0 if why and why[0] == "felix closed" else 1
 
 
+def _replay(path: str | None, vpp: str, backend: str) -> int:
+    """`replay FILE` / `demo`: results on stdout, logs (WARNING and up) on stderr."""
+    from importlib import resources
+
+    from .scenario import replay as replay_mod
+
+    log_mod.configure("WARNING")
+    if path is not None:
+        return replay_mod.run(path, vpp=vpp, backend=backend)
+    demo = resources.files("calico_vpp_driver.scenario").joinpath("demo.yaml")
+    with resources.as_file(demo) as demo_path:
+        return replay_mod.run(demo_path, vpp=vpp, backend=backend)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     log_mod.configure("INFO")
     parser = argparse.ArgumentParser(
@@ -269,7 +302,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=30.0,
         help="seconds to keep retrying while the serving driver is not up (default 30)",
     )
+    p_replay = sub.add_parser(
+        "replay",
+        help="replay a scenario file: Felix's stream into the driver's model, then judge its probes",
+    )
+    p_replay.add_argument("file", help="scenario YAML (see docs/scenario-format.md)")
+    p_demo = sub.add_parser("demo", help="replay the bundled demo scenario")
+    for p in (p_replay, p_demo):
+        p.add_argument(
+            "--vpp",
+            default="sim",
+            metavar="sim|SOCKET",
+            help="'sim' (default) or VPP's API socket; this build programs no VPP either way",
+        )
+        p.add_argument(
+            "--backend",
+            default="auto",
+            choices=("auto", "npol", "acl"),
+            help="VPP policy backend (default auto)",
+        )
     args = parser.parse_args(argv)
+    if args.command in ("replay", "demo"):
+        return _replay(args.file if args.command == "replay" else None, args.vpp, args.backend)
     if args.command == "serve":
         return serve(args.socket)
     if args.command == "relay":

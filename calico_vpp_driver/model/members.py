@@ -82,11 +82,28 @@ CHECKERS: dict[int, Callable[[str], bool]] = {
 }
 
 
+# Members already seen valid, per set type. The same pod addresses appear in
+# many IP sets (one per selector that matches the pod), so most members of a
+# new set are known: a C-level set difference settles them, and only new
+# strings are checked. Bounded: cleared when it grows past _KNOWN_LIMIT.
+_KNOWN_VALID: dict[int, set[str]] = {t: set() for t in CHECKERS}
+_KNOWN_LIMIT = 1 << 19
+
+
 def split_valid(set_type: int, members: Iterable[str]) -> tuple[set[str], set[str]]:
     """Partition members into (valid, malformed) for the given IP set type."""
     good = set(members)
+    known = _KNOWN_VALID[set_type]
+    unknown = good - known if known else good
+    if not unknown:
+        return good, set()
     check = CHECKERS[set_type]
-    bad = {m for m in filterfalse(_FAST[set_type], good) if not check(m)}
+    bad = {m for m in filterfalse(_FAST[set_type], unknown) if not check(m)}
+    if len(known) + len(unknown) > _KNOWN_LIMIT:
+        known.clear()
     if bad:
         good -= bad
+        known.update(unknown - bad)
+    else:
+        known.update(unknown)
     return good, bad

@@ -305,33 +305,33 @@ class DesiredState:
 
         Covers the endpoint's own content, missing or invalid policies and
         profiles it references, and missing or invalid IP sets those use.
+        Staged policies are skipped: they are never enforced.
         """
         ep = self.endpoint(key)
         if ep is None:
             return []
-        problems: list[str] = []
-        if ep.error:
-            problems.append(ep.error)
-        owners: list[tuple[RuleOwner, Policy | Profile | None]] = []
-        for pid in sorted(ep.policy_ids(), key=str):
-            owners.append((pid, self.policies.get(pid)))
+        problems: set[str] = set()
+        for pid in ep.policy_ids():
+            if not pid.staged:
+                self._owner_problems(pid, self.policies.get(pid), problems)
         for name in ep.profile_ids:
-            owners.append((ProfileID(name), self.profiles.get(name)))
-        for owner, obj in owners:
-            if isinstance(owner, PolicyID) and owner.staged:
-                continue  # never enforced: its absence or content changes nothing
-            if obj is None:
-                problems.append(f"references unknown {_describe(owner)}")
-                continue
-            if obj.error:
-                problems.append(obj.error)
-            for set_id in sorted(obj.ip_set_ids()):
-                ipset = self.ipsets.get(set_id)
-                if ipset is None:
-                    problems.append(f"{_describe(owner)} references unknown IP set {set_id}")
-                elif ipset.error:
-                    problems.append(ipset.error)
-        return problems
+            self._owner_problems(ProfileID(name), self.profiles.get(name), problems)
+        own = [ep.error] if ep.error else []
+        return own + sorted(problems)
+
+    def _owner_problems(self, owner: RuleOwner, obj: Policy | Profile | None, problems: set[str]) -> None:
+        if obj is None:
+            problems.add(f"references unknown {_describe(owner)}")
+            return
+        if obj.error:
+            problems.add(obj.error)
+        ipsets = self.ipsets
+        for set_id in obj.ip_set_ids():
+            ipset = ipsets.get(set_id)
+            if ipset is None:
+                problems.add(f"{_describe(owner)} references unknown IP set {set_id}")
+            elif ipset.bad_members:
+                problems.add(ipset.error or "")
 
     # ----------------------------------------------------------------- hosts, pools, routes
 

@@ -10,6 +10,7 @@ the endpoints depending on it can be reported "error" and rendered fail-closed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, TypeAlias
@@ -126,7 +127,7 @@ class PolicyID(NamedTuple):
         return f"{kind}{ns}{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Policy:
     id: PolicyID
     inbound_rules: tuple[Rule, ...] = ()
@@ -139,13 +140,15 @@ class Policy:
     error: str | None = None
 
     def ip_set_ids(self) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
-        for rule in self.inbound_rules + self.outbound_rules:
-            out |= rule.ip_set_ids()
-        return out
+        """Every IP set the policy's rules refer to (computed once per object)."""
+        return self._ip_set_ids
+
+    @functools.cached_property
+    def _ip_set_ids(self) -> frozenset[str]:
+        return _rules_ip_set_ids(self.inbound_rules + self.outbound_rules)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Profile:
     name: str
     inbound_rules: tuple[Rule, ...] = ()
@@ -153,10 +156,19 @@ class Profile:
     error: str | None = None
 
     def ip_set_ids(self) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
-        for rule in self.inbound_rules + self.outbound_rules:
-            out |= rule.ip_set_ids()
-        return out
+        """Every IP set the profile's rules refer to (computed once per object)."""
+        return self._ip_set_ids
+
+    @functools.cached_property
+    def _ip_set_ids(self) -> frozenset[str]:
+        return _rules_ip_set_ids(self.inbound_rules + self.outbound_rules)
+
+
+def _rules_ip_set_ids(rules: tuple[Rule, ...]) -> frozenset[str]:
+    ids: set[str] = set()
+    for rule in rules:
+        ids.update(rule.ip_set_ids())
+    return frozenset(ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +195,7 @@ class WorkloadEndpointID:
         return f"{self.orchestrator_id}/{self.workload_id}/{self.endpoint_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WorkloadEndpoint:
     id: WorkloadEndpointID
     name: str  # host-side interface name, e.g. cali1234abcd5678
@@ -204,6 +216,11 @@ class WorkloadEndpoint:
         return self.state == "active"
 
     def policy_ids(self) -> frozenset[PolicyID]:
+        """Every policy listed in the endpoint's tiers (computed once per object)."""
+        return self._policy_ids
+
+    @functools.cached_property
+    def _policy_ids(self) -> frozenset[PolicyID]:
         return _tier_policy_ids(self.tiers)
 
 
@@ -227,7 +244,7 @@ EndpointKey: TypeAlias = "WorkloadEndpointID | HostEndpointID"
 RuleOwner: TypeAlias = "PolicyID | ProfileID"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostEndpoint:
     id: HostEndpointID
     name: str = ""  # interface name, "*" for all, "" = select by expected addresses
