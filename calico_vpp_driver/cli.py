@@ -44,19 +44,42 @@ FELIX_OUT_FD = 4
 
 
 class Stopper:
-    """Turns SIGTERM/SIGINT into a flag plus a readable fd the loops select on."""
+    """Turns SIGTERM/SIGINT into a flag the loops check, plus a deadline.
+
+    Felix expects its driver gone within 2 s of SIGTERM or of closing fd 3,
+    however busy the driver is (a 20 MB IP set can take longer than that to
+    ingest). `exit_soon` arms a watchdog: if the process has not ended on its
+    own after `GRACE` seconds, it exits there and then. Nothing is lost: the
+    model is rebuilt from Felix's resync, and VPP keeps what was programmed.
+    """
+
+    GRACE = 1.5
 
     def __init__(self) -> None:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         self.signal: int | None = None
+        self._armed = threading.Lock()
         signal.set_wakeup_fd(self._w)
         signal.signal(signal.SIGTERM, self._handler)
         signal.signal(signal.SIGINT, self._handler)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signum
+        self.exit_soon(f"signal {signal.Signals(signum).name}")
+
+    def exit_soon(self, reason: str, code: int = 0) -> None:
+        """Exit with `code` within GRACE seconds, whatever the main thread is doing."""
+        if not self._armed.acquire(blocking=False):
+            return
+
+        def watchdog() -> None:
+            time.sleep(self.GRACE)
+            log.warning("exit_deadline_reached", reason=reason, grace_seconds=self.GRACE)
+            os._exit(code)
+
+        threading.Thread(target=watchdog, daemon=True, name="exit-watchdog").start()
 
     @property
     def fd(self) -> int:
@@ -133,8 +156,8 @@ def run_felix_fds(in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
         in_fd,
         out_fd,
         dataplane,
-        stop_fd=stopper.fd,
         should_stop=stopper.is_set,
+        on_eof_seen=lambda: stopper.exit_soon("EOF on fd 3: Felix is gone"),
         metrics=metrics,
         on_config=hooks.on_config,
     )
@@ -189,7 +212,6 @@ def serve(path: str) -> int:
                     conn.fileno(),
                     conn.fileno(),
                     dataplane,
-                    stop_fd=stopper.fd,
                     should_stop=stopper.is_set,
                     metrics=metrics,
                     on_config=hooks.on_config,
@@ -200,6 +222,12 @@ def serve(path: str) -> int:
                     _log_framing_error(exc)
                 except (BrokenPipeError, ConnectionResetError):
                     log.info("felix_disconnected", detail="connection reset")
+                finally:
+                    # Wakes the session's reader thread if it is still in read().
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
     finally:
         dataplane.close()
         server.close()
@@ -280,7 +308,7 @@ def _replay(path: str | None, vpp: str, backend: str) -> int:
         return replay_mod.run(path, vpp=vpp, backend=backend)
     demo = resources.files("calico_vpp_driver.scenario").joinpath("demo.yaml")
     with resources.as_file(demo) as demo_path:
-        return replay_mod.run(demo_path, vpp=vpp, backend=backend)
+        return replay_mod.run(demo_path, vpp=vpp, backend=backend, name="demo.yaml (bundled)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

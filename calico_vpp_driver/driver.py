@@ -11,7 +11,8 @@ applied at most every ~100 ms under load and promptly when Felix goes quiet.
 from __future__ import annotations
 
 import os
-import select
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ log = structlog.get_logger("calico_vpp_driver.driver")
 
 BATCH_SECONDS = 0.1
 READ_SIZE = 1 << 20
+READ_QUEUE_CHUNKS = 32  # at most ~32 MiB read ahead of the model
+STOP_POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -54,8 +57,8 @@ class Session:
         out_fd: int,
         dataplane: Dataplane,
         *,
-        stop_fd: int | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        on_eof_seen: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
         on_config: Callable[[config_mod.Config], None] | None = None,
     ) -> None:
@@ -68,8 +71,8 @@ class Session:
         self.decoder = MessageDecoder()
         self.config: config_mod.Config | None = None
         self.metrics = metrics or Metrics()
-        self._stop_fd = stop_fd
         self._should_stop = should_stop
+        self._on_eof_seen = on_eof_seen
         self._on_config = on_config
         self._started = time.monotonic()
         self._next_report: float | None = None
@@ -81,50 +84,68 @@ class Session:
     def run(self) -> SessionResult:
         """Serve the connection until EOF or a stop request.
 
-        Raises FramingError when the stream is out of step.
+        A reader thread moves bytes from Felix into a bounded queue (so Felix
+        is still back-pressured when the driver is busy) and sees EOF at once,
+        even while this thread is deep in a large frame; `on_eof` lets the
+        process react to that (exit within Felix's 2 s). Raises FramingError
+        when the stream is out of step.
         """
         self.dataplane.new_felix_session()
-        watched = [self.in_fd] + ([self._stop_fd] if self._stop_fd is not None else [])
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_QUEUE_CHUNKS)
+        threading.Thread(target=self._read_into, args=(chunks,), daemon=True, name="felix-reader").start()
         while True:
             if self._should_stop():
                 return SessionResult("stop", self.decoder.count)
-            readable, _, _ = select.select(watched, [], [], self._timeout())
-            if self._stop_fd is not None and self._stop_fd in readable:
-                _drain(self._stop_fd)
-            if self._should_stop():
-                return SessionResult("stop", self.decoder.count)
-            if self.in_fd in readable:
-                if not self._read_batch():
+            try:
+                chunk = chunks.get(timeout=self._timeout())
+            except queue.Empty:
+                pass
+            else:
+                if not self._handle_batch(chunk, chunks):
                     self._on_eof()
                     return SessionResult("eof", self.decoder.count)
+            if self._should_stop():
+                return SessionResult("stop", self.decoder.count)
             self._maybe_apply()
             self._maybe_report_process_status()
 
-    def _timeout(self) -> float | None:
-        if self._next_report is None:
-            return None
-        return max(0.0, self._next_report - time.monotonic())
-
-    def _read_batch(self) -> bool:
-        """Read and handle everything readable (bounded in time). False on EOF."""
-        deadline = time.monotonic() + BATCH_SECONDS
+    def _read_into(self, chunks: queue.Queue[bytes | None]) -> None:
+        """Reader thread: Felix's bytes into the queue; None marks EOF."""
         while True:
             try:
                 data = os.read(self.in_fd, READ_SIZE)
-            except BlockingIOError:
-                return True
-            except ConnectionResetError:
-                return False
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
             if not data:
-                return False
-            self.metrics.bytes_in.inc(len(data))
-            for msg in self.decoder.feed(data):
+                chunks.put(None)
+                if self._on_eof_seen is not None:
+                    self._on_eof_seen()
+                return
+            chunks.put(data)
+
+    def _timeout(self) -> float:
+        """How long the loop may wait for input: until the next process status,
+        and never long, so a stop request is noticed promptly."""
+        if self._next_report is None:
+            return STOP_POLL_SECONDS
+        return min(STOP_POLL_SECONDS, max(0.0, self._next_report - time.monotonic()))
+
+    def _handle_batch(self, chunk: bytes | None, chunks: queue.Queue[bytes | None]) -> bool:
+        """Handle this chunk and whatever else is queued (bounded in time). False on EOF."""
+        deadline = time.monotonic() + BATCH_SECONDS
+        while chunk is not None:
+            self.metrics.bytes_in.inc(len(chunk))
+            for msg in self.decoder.feed(chunk):
                 self.handle(msg)
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._should_stop():
                 return True
-            ready, _, _ = select.select([self.in_fd], [], [], 0)
-            if not ready:
+            try:
+                chunk = chunks.get_nowait()
+            except queue.Empty:
                 return True
+        return False
 
     def _on_eof(self) -> None:
         pending = self.decoder.frames.pending_bytes
@@ -246,11 +267,3 @@ class Session:
         self.writer.send(process_status(self._started))
         interval = self.config.reporting_interval_secs
         self._next_report = max(self._next_report + interval, now + interval / 2)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass

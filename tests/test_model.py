@@ -502,3 +502,26 @@ def test_broken_staged_policy_is_not_an_error() -> None:
     feed(s, policy([pb.Rule(action="frobnicate")], pid=staged), endpoint([staged]))
     assert s.policies[PolicyID("st", "ns", "StagedNetworkPolicy")].error
     assert s.endpoint_problems(WEP_KEY) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["10.0.0.1/32", "10.0.0.2/32", "bad", "10.0.0.0/33", "fd00::/64", "::1"]), max_size=30
+    )
+)
+def test_split_valid_in_slices_matches_one_pass(members: list[str]) -> None:
+    import calico_vpp_driver.model.members as mem
+
+    expect_bad = {m for m in members if not mem.is_net_member(m)}
+    old = mem._SLICE
+    mem._SLICE = 3  # many slices, members repeated across them
+    try:
+        for known in mem._KNOWN_VALID.values():
+            known.clear()
+        good, bad = mem.split_valid(2, members)
+        again, bad_again = mem.split_valid(2, members)  # now answered from the known-valid cache
+    finally:
+        mem._SLICE = old
+    assert bad == bad_again == expect_bad
+    assert good == again == set(members) - expect_bad

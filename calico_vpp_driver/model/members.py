@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from itertools import filterfalse
 
 from .types import IPSET_IP, IPSET_IP_AND_PORT, IPSET_NET
@@ -90,20 +90,33 @@ _KNOWN_VALID: dict[int, set[str]] = {t: set() for t in CHECKERS}
 _KNOWN_LIMIT = 1 << 19
 
 
-def split_valid(set_type: int, members: Iterable[str]) -> tuple[set[str], set[str]]:
+# Members are handled in slices so that no single C-level call holds the GIL
+# for long: a 1M-member set would otherwise keep signal handlers and the exit
+# watchdog from running for most of a second.
+_SLICE = 1 << 16
+
+
+def split_valid(set_type: int, members: Sequence[str]) -> tuple[set[str], set[str]]:
     """Partition members into (valid, malformed) for the given IP set type."""
-    good = set(members)
+    good: set[str] = set()
+    bad: set[str] = set()
     known = _KNOWN_VALID[set_type]
-    unknown = good - known if known else good
-    if not unknown:
-        return good, set()
+    fast = _FAST[set_type]
     check = CHECKERS[set_type]
-    bad = {m for m in filterfalse(_FAST[set_type], unknown) if not check(m)}
-    if len(known) + len(unknown) > _KNOWN_LIMIT:
-        known.clear()
+    for start in range(0, len(members), _SLICE):
+        chunk = set(members[start : start + _SLICE])
+        good |= chunk
+        unknown = chunk - known if known else chunk
+        if not unknown:
+            continue
+        chunk_bad = {m for m in filterfalse(fast, unknown) if not check(m)}
+        if len(known) + len(unknown) > _KNOWN_LIMIT:
+            known.clear()
+        if chunk_bad:
+            bad |= chunk_bad
+            known.update(unknown - chunk_bad)
+        else:
+            known.update(unknown)
     if bad:
         good -= bad
-        known.update(unknown - bad)
-    else:
-        known.update(unknown)
     return good, bad

@@ -9,7 +9,7 @@ before that, nothing downstream may delete anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,14 +154,14 @@ class DesiredState:
 
     # ----------------------------------------------------------------- IP sets
 
-    def update_ipset(self, set_id: str, set_type: int, members: Iterable[str]) -> IPSet:
+    def update_ipset(self, set_id: str, set_type: int, members: Sequence[str]) -> IPSet:
         good, bad = split_valid(set_type, members)
         ipset = IPSet(set_id, set_type, good, bad)
         self.ipsets[set_id] = ipset
         self.dirty.ipsets.add(set_id)
         return ipset
 
-    def delta_ipset(self, set_id: str, added: Iterable[str], removed: Iterable[str]) -> IPSet:
+    def delta_ipset(self, set_id: str, added: Sequence[str], removed: Iterable[str]) -> IPSet:
         """Apply a delta. Raises KeyError for an unknown set (bad content from Felix)."""
         ipset = self.ipsets[set_id]
         removed_set = set(removed)
