@@ -73,6 +73,7 @@ class Session:
         self.metrics = metrics or Metrics()
         self._should_stop = should_stop
         self._on_eof_seen = on_eof_seen
+        self._ended = threading.Event()
         self._on_config = on_config
         self._started = time.monotonic()
         self._next_report: float | None = None
@@ -93,6 +94,12 @@ class Session:
         self.dataplane.new_felix_session()
         chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_QUEUE_CHUNKS)
         threading.Thread(target=self._read_into, args=(chunks,), daemon=True, name="felix-reader").start()
+        try:
+            return self._loop(chunks)
+        finally:
+            self._ended.set()
+
+    def _loop(self, chunks: queue.Queue[bytes | None]) -> SessionResult:
         while True:
             if self._should_stop():
                 return SessionResult("stop", self.decoder.count)
@@ -110,20 +117,29 @@ class Session:
             self._maybe_report_process_status()
 
     def _read_into(self, chunks: queue.Queue[bytes | None]) -> None:
-        """Reader thread: Felix's bytes into the queue; None marks EOF."""
-        while True:
+        """Reader thread: Felix's bytes into the queue; None marks EOF.
+
+        Ends when the session has ended, even if nobody drains the queue any
+        more (serve mode outlives sessions and must not collect threads).
+        """
+        while not self._ended.is_set():
             try:
                 data = os.read(self.in_fd, READ_SIZE)
             except InterruptedError:
                 continue
             except OSError:
                 data = b""
-            if not data:
-                chunks.put(None)
-                if self._on_eof_seen is not None:
+            item = data or None
+            while not self._ended.is_set():
+                try:
+                    chunks.put(item, timeout=STOP_POLL_SECONDS)
+                    break
+                except queue.Full:
+                    continue
+            if item is None:
+                if self._on_eof_seen is not None and not self._ended.is_set():
                     self._on_eof_seen()
                 return
-            chunks.put(data)
 
     def _timeout(self) -> float:
         """How long the loop may wait for input: until the next process status,

@@ -179,3 +179,21 @@ def test_serve_refuses_to_replace_a_regular_file(tmp_path: pathlib.Path) -> None
         timeout=10,
     )
     assert proc.returncode != 0 and path.read_text() == "keep me"
+
+
+def test_serve_drops_an_out_of_step_connection_and_keeps_serving(
+    server: tuple[subprocess.Popen[bytes], pathlib.Path],
+) -> None:
+    proc, sock = server
+    wait_for(sock)
+    bad = FelixSide(sock)
+    os.write(bad.to_w, struct.pack("<Q", 3) + b"\xff\xff\xff")
+    # The driver drops the connection, so the relay exits non-zero: Felix restarts.
+    assert bad.proc.wait(10) != 0
+    os.close(bad.to_w)
+    os.close(bad.from_r)
+    assert proc.poll() is None
+    good = FelixSide(sock)
+    os.write(good.to_w, startup_stream())
+    assert good.read_message().workload_endpoint_status_update.status.status == "down"
+    assert good.close() == 0
