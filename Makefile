@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench proto lint clean
+.PHONY: test demo bench proto lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Replay the bundled scenario (calico_vpp_driver/scenario/demo.yaml): probe table, then Felix messages.
+demo: $(STAMP)
+	$(PY) -m calico_vpp_driver demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -797,8 +797,7 @@ def test_precedence_without_parentheses(terms: list[Gen], data: st.DataObject) -
 
 
 SELECTOR_ALPHABET = st.sampled_from(
-    list("ab/.-_ \t(){},'\"!=&|%\n")
-    + ["has(", "all()", "global()", " in ", " not in ", "contains"]
+    [*list("ab/.-_ \t(){},'\"!=&|%\n"), "has(", "all()", "global()", " in ", " not in ", "contains"]
 )
 
 

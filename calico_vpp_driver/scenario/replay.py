@@ -1,0 +1,339 @@
+"""Replay a scenario through the driver's own path and judge every probe with the policy oracle.
+
+For a loaded `Scenario` (`loader.load_scenario`):
+
+1. Felix's calculation for the start (`FelixCalc`) renders the stream a fresh Felix sends
+   (``startup_stream``); every message goes through `felix.decode.apply_message` into one
+   `DesiredState`, exactly as the driver applies Felix's stream.  A message the model stores with
+   a content problem (or ignores) is a failure of the replay: the calculation and the decoder
+   disagree.
+2. The probes of the start are judged by `policy.verdict.connection_verdict` on that state, with
+   the config the driver would build from Felix's ``ConfigUpdate`` (`config.load`).
+3. For each step: the new cluster's calculation, ``diff_stream(old, new, next_seq)`` applied to
+   the same state, then that step's probes.
+
+A probe's sides: a local pod is its workload endpoint ``(k8s, <ns>/<pod>, eth0)``; the local
+node's own address is ``LOCAL_HOST``; a remote pod or any other address is outside the node
+(``None``), so only the local side's policy applies.  The source port of TCP/UDP/SCTP probes is
+`EPHEMERAL_PORT`.
+
+This build programs no VPP: the verdicts are the oracle's, on the model the driver keeps, and the
+output says so (`EVALUATOR`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from .. import config as config_mod
+from ..felix import felixbackend_pb2 as pb
+from ..felix.decode import apply_message
+from ..model.state import DesiredState
+from ..model.types import WorkloadEndpointID
+from ..policy.verdict import LOCAL_HOST, Packet, Side, Verdict, connection_verdict
+from .calc import FelixCalc, diff_stream
+from .loader import Probe, ProbeEnd, Scenario, load_scenario
+from .resources import ScenarioError
+
+__all__ = [
+    "EPHEMERAL_PORT",
+    "EVALUATOR",
+    "ProbeResult",
+    "ReplayResult",
+    "StreamSummary",
+    "check_vpp_target",
+    "format_result",
+    "replay",
+    "run",
+]
+
+EPHEMERAL_PORT = 40000
+EVALUATOR = "policy oracle on the driver's model; VPP programming is not implemented yet"
+BACKENDS = ("auto", "npol", "acl")
+
+_PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPv6": 58}
+_RULE_ID = re.compile(r" \(id [^)]*\)")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    stage: str
+    probe: Probe
+    packet: Packet
+    verdict: Verdict
+
+    @property
+    def actual(self) -> str:
+        return "allow" if self.verdict.allow else "deny"
+
+    @property
+    def ok(self) -> bool | None:
+        """None when the probe has no expectation."""
+        return None if self.probe.expect is None else self.probe.expect == self.actual
+
+    @property
+    def why(self) -> str:
+        """What decided, per policed side (egress of the sender, ingress of the receiver)."""
+        v = self.verdict
+        sides = []
+        if self.probe.src.endpoint_key is not None:
+            sides.append("egress")
+        if self.probe.dst.endpoint_key is not None:
+            sides.append("ingress")
+        steps = v.steps or (v,)
+        logged: tuple[str, ...] = v.logged
+        if sides and len(steps) == len(sides):
+            parts = []
+            logged = ()
+            for side, step in zip(sides, steps, strict=True):
+                parts.append(f"{side}: {_short(step)}")
+                logged += step.logged
+                if not step.allow:
+                    break  # the first deny on the path decides; the packet goes no further
+            text = "; ".join(parts)
+        else:
+            text = _short(v)
+        if logged:
+            text += f" [logged by {len(logged)} log rule{'s' if len(logged) > 1 else ''}]"
+        if v.notes:
+            text += " [" + "; ".join(v.notes) + "]"
+        return text
+
+
+def _short(v: Verdict) -> str:
+    """One endpoint's verdict in a few words: which tier/policy rule, profile or default decided."""
+    action = "allow" if v.allow else "deny"
+    if v.decided_by == "rule" and v.policy is not None:
+        ns = f"{v.policy.namespace}/" if v.policy.namespace else ""
+        return f"tier {v.tier}, {ns}{v.policy.name} rule {v.rule_index}: {action}"
+    if v.decided_by == "profile-rule":
+        return f"profile {v.profile}: {action}"
+    if v.decided_by == "end-of-tier":
+        return f"end of tier {v.tier}: deny"
+    return _RULE_ID.sub("", v.reason)
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    stage: str
+    first_seq: int
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class ReplayResult:
+    scenario: Scenario
+    results: list[ProbeResult] = field(default_factory=list)
+    streams: list[StreamSummary] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the replay itself went wrong
+
+    @property
+    def failures(self) -> list[ProbeResult]:
+        return [r for r in self.results if r.ok is False]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay.
+# ---------------------------------------------------------------------------------------------
+
+
+def _side(end: ProbeEnd) -> Side:
+    key = end.endpoint_key
+    if key is not None:
+        return WorkloadEndpointID(*key)
+    if end.host:
+        return LOCAL_HOST
+    return None
+
+
+def probe_packet(probe: Probe) -> Packet:
+    """The first packet of the probe's connection."""
+    ports = probe.port is not None
+    return Packet(
+        src=probe.src.ip,  # type: ignore[arg-type]  # Packet parses strings
+        dst=probe.dst.ip,  # type: ignore[arg-type]
+        protocol=_PROTOCOL_NUMBERS[probe.protocol],
+        src_port=EPHEMERAL_PORT if ports else None,
+        dst_port=probe.port,
+        icmp_type=probe.icmp_type,
+        icmp_code=probe.icmp_code,
+    )
+
+
+def _feed(state: DesiredState, msgs: Iterable[pb.ToDataplane], stage: str, out: ReplayResult) -> None:
+    msgs = list(msgs)
+    counts: Counter[str] = Counter()
+    for msg in msgs:
+        outcome = apply_message(state, msg)
+        counts[msg.WhichOneof("payload") or "unknown"] += 1
+        if outcome.problem or outcome.ignored:
+            what = outcome.problem or f"ignored: {outcome.ignored}"
+            out.problems.append(
+                f"{stage}: message seq {msg.sequence_number} {outcome.kind} {outcome.obj}: {what}"
+            )
+    first = msgs[0].sequence_number if msgs else 0
+    out.streams.append(StreamSummary(stage, first, dict(counts)))
+
+
+def _config(state: DesiredState, stage: str, out: ReplayResult) -> config_mod.Config:
+    cfg, problems = config_mod.load(state.raw_config, environ={})
+    out.problems.extend(f"{stage}: {p}" for p in problems)
+    return cfg
+
+
+def replay(scenario: Scenario) -> ReplayResult:
+    """Run the scenario; raises `ScenarioError` only for problems `load_scenario` lets through."""
+    out = ReplayResult(scenario)
+    state = DesiredState()
+    old: FelixCalc | None = None
+    seq = 0
+    for stage in scenario.stages:
+        new = scenario.calc(stage)
+        msgs = new.startup_stream() if old is None else diff_stream(old, new, seq)
+        _feed(state, msgs, stage.label, out)
+        seq += len(msgs)
+        if old is None and not state.in_sync:
+            out.problems.append("start: the startup stream did not end in InSync")
+        cfg = _config(state, stage.label, out)
+        for probe in stage.probes:
+            packet = probe_packet(probe)
+            verdict = connection_verdict(state, cfg, _side(probe.src), _side(probe.dst), packet)
+            out.results.append(ProbeResult(stage.label, probe, packet, verdict))
+        old = new
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Output.
+# ---------------------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _end(end: ProbeEnd, pod_nodes: dict[str, str], node_ips: dict[str, str]) -> str:
+    """A probe side for the table: remote pods carry their node, addresses say what they are."""
+    if end.pod is not None:
+        text = end.text if end.text == end.pod else f"{end.text} ({end.pod})"
+        return text if end.local else f"{text} @{pod_nodes.get(end.pod, 'remote')}"
+    if end.host:
+        return f"{end.text} (this node)"
+    if end.ip in node_ips:
+        return f"{end.text} (node {node_ips[end.ip]})"
+    return f"{end.text} (outside)"
+
+
+def format_result(
+    result: ReplayResult, *, vpp: str = "sim", backend: str = "auto", name: str | None = None
+) -> str:
+    """The probe table, then the Felix messages per stage, then the verdict on the expectations."""
+    sc = result.scenario
+    lines = [f"scenario {name or sc.source}" + (f": {sc.description}" if sc.description else "")]
+    lines.append(
+        f"node {sc.node}; probes evaluated by: {EVALUATOR} (--vpp {vpp}, --backend {backend})"
+    )
+    for stage in sc.stages[1:]:
+        if stage.description:
+            lines.append(f"  {stage.label}: {stage.description}")
+    lines.append("")
+    rows = []
+    pods = {key: pod.node for stage in sc.stages for key, pod in stage.cluster.pods.items()}
+    node_ips = {str(ipaddress.ip_interface(n.ip).ip): n.name for n in sc.nodes}
+    for i, r in enumerate(result.results, 1):
+        p = r.probe
+        mark = {True: "ok", False: "FAIL", None: "-"}[r.ok]
+        step = "start" if r.stage == "start" else r.stage.removeprefix("step ")
+        src, dst = _end(p.src, pods, node_ips), _end(p.dst, pods, node_ips)
+        rows.append([str(i), step, p.name, src, dst, p.service, p.expect or "-", r.actual, mark, r.why])
+    headers = ["#", "step", "probe", "from", "to", "proto/port", "expect", "actual", "ok", "why"]
+    if not any(p.name for p in sc.probes):
+        headers = headers[:2] + headers[3:]
+        rows = [row[:2] + row[3:] for row in rows]
+    lines += _table(headers, rows)
+    lines.append("")
+    lines.append("Felix messages fed to the driver's model (apply_message), per stage:")
+    for s in result.streams:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        last = s.first_seq + s.total - 1
+        if s.total:
+            lines.append(f"  {s.stage:<7} {s.total:>4} (seq {s.first_seq}-{last}): {counts}")
+        else:
+            lines.append(f"  {s.stage:<7} {s.total:>4} (nothing changed for this node)")
+    lines.append("")
+    checked = [r for r in result.results if r.ok is not None]
+    for problem in result.problems:
+        lines.append(f"REPLAY PROBLEM: {problem}")
+    for r in result.failures:
+        lines.append(f"FAILED {r.probe.label}: expected {r.probe.expect}, got {r.actual} ({r.why})")
+    if result.ok:
+        lines.append(f"OK: {len(checked)} of {len(result.results)} probes had an expectation; all held")
+    else:
+        lines.append(
+            f"FAILED: {len(result.failures)} of {len(checked)} expectations did not hold"
+            + (f"; {len(result.problems)} replay problem(s)" if result.problems else "")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def check_vpp_target(vpp: str) -> str | None:
+    """``--vpp``: ``sim`` or the path of VPP's API socket; a message if it is neither."""
+    if vpp == "sim":
+        return None
+    try:
+        mode = os.stat(vpp).st_mode
+    except OSError as exc:
+        return f"--vpp {vpp}: not 'sim' and not a VPP API socket ({exc.strerror})"
+    if not stat.S_ISSOCK(mode):
+        return f"--vpp {vpp}: not 'sim' and not a unix socket"
+    return None
+
+
+def run(
+    path_or_text: str | os.PathLike[str],
+    *,
+    vpp: str = "sim",
+    backend: str = "auto",
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    name: str | None = None,
+) -> int:
+    """The ``replay`` command: 0 if every expectation holds, 1 if not, 2 if the scenario is unusable."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    problem = check_vpp_target(vpp)
+    if problem is None and backend not in BACKENDS:
+        problem = f"--backend {backend}: must be one of {', '.join(BACKENDS)}"
+    if problem is not None:
+        print(f"error: {problem}", file=err)
+        return 2
+    try:
+        scenario = load_scenario(path_or_text)
+        result = replay(scenario)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    out.write(format_result(result, vpp=vpp, backend=backend, name=name))
+    out.flush()
+    return 0 if result.ok else 1
