@@ -1478,3 +1478,39 @@ def test_connection_verdict_for_every_side_pair(src: Side, dst: Side) -> None:
     m.hep(HEP2)
     v = connection_verdict(m.build(), CFG, src, dst, Packet.tcp(A4, B4, 80))
     assert v.allow is SIDE_PAIRS[(src, dst)], v
+
+
+def test_connection_logs_only_stages_the_packet_reached() -> None:
+    # Sender's egress denies: the receiver's ingress log rule never sees the packet.
+    from calico_vpp_driver.config import Config
+    from calico_vpp_driver.model.state import DesiredState
+    from calico_vpp_driver.model.types import (
+        Policy,
+        PolicyID,
+        Rule,
+        TierInfo,
+        WorkloadEndpoint,
+        WorkloadEndpointID,
+    )
+    from calico_vpp_driver.policy.verdict import Packet, connection_verdict
+
+    s = DesiredState()
+    deny = PolicyID("deny-out", "ns", "NetworkPolicy")
+    log_in = PolicyID("log-in", "ns", "NetworkPolicy")
+    s.update_policy(Policy(deny, outbound_rules=(Rule(action="deny"),)))
+    s.update_policy(Policy(log_in, inbound_rules=(Rule(action="log"), Rule(action="allow"))))
+    a = WorkloadEndpointID("k8s", "ns/a", "eth0")
+    b = WorkloadEndpointID("k8s", "ns/b", "eth0")
+    s.update_workload_endpoint(
+        WorkloadEndpoint(a, "calia", tiers=(TierInfo("default", egress_policies=(deny,)),))
+    )
+    s.update_workload_endpoint(
+        WorkloadEndpoint(b, "calib", tiers=(TierInfo("default", ingress_policies=(log_in,)),))
+    )
+    pkt = Packet.tcp("10.65.0.1", "10.65.0.2", 80)
+    v = connection_verdict(s, Config(), a, b, pkt)
+    assert not v.allow and v.logged == ()
+    # With the egress allowing, the receiver's log rule is reported.
+    s.update_policy(Policy(deny, outbound_rules=(Rule(action="allow"),)))
+    v2 = connection_verdict(s, Config(), a, b, pkt)
+    assert v2.allow and len(v2.logged) == 1

@@ -1019,8 +1019,11 @@ def connection_verdict(
         return Verdict(True, "no local endpoint polices this traffic", "unpoliced")
     if len(steps) == 1:
         return steps[0]
-    logged = tuple(x for s in steps for x in s.logged)
-    notes = tuple(dict.fromkeys(x for s in steps for x in s.notes))
+    # A packet denied on the way stops there: later stages never see (or log) it.
+    first_deny = next((i for i, st in enumerate(steps) if not st.allow), len(steps) - 1)
+    reached = steps[: first_deny + 1]
+    logged = tuple(x for s in reached for x in s.logged)
+    notes = tuple(dict.fromkeys(x for s in reached for x in s.notes))
     for step in steps:
         if not step.allow:
             # The first deny on the path decides; keep its details, add the path.
