@@ -487,6 +487,18 @@ def report(res: Result, check: bool) -> list[str]:
     return missed
 
 
+def calibrate() -> float:
+    """Seconds for a fixed CPU-bound loop: a yardstick printed next to the figures."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        d = {}
+        for i in range(300_000):
+            d[str(i)] = (i, i + 1)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Ingest benchmark (see the module docstring).")
     ap.add_argument("--no-check", action="store_true", help="print figures; never fail on targets")
@@ -533,6 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         k, _, v = kv.partition("=")
         env[k] = v
 
+    print(
+        f"  machine speed   {calibrate():.3f} s for a fixed pure-Python loop (lower is faster; "
+        "this VM has varied 2x between runs, so compare figures taken together)"
+    )
     results = []
     for i in range(max(1, args.repeat)):
         res = run_once(
