@@ -525,3 +525,26 @@ def test_split_valid_in_slices_matches_one_pass(members: list[str]) -> None:
         mem._SLICE = old
     assert bad == bad_again == expect_bad
     assert good == again == set(members) - expect_bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.tuples(st.ip_addresses(v=4), st.integers(0, 40)).map(lambda t: f"{t[0]}/{t[1]}"),
+        st.tuples(st.ip_addresses(v=6), st.integers(0, 140)).map(lambda t: f"{t[0]}/{t[1]}"),
+        st.text(alphabet="0123456789abcdef.:/", max_size=20),
+    )
+)
+def test_fast_cidr_parser_agrees_with_ipaddress(text: str) -> None:
+    from calico_vpp_driver.felix.decode import _parse_net
+
+    try:
+        expect = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        expect = None
+    try:
+        got = _parse_net(text)
+    except ValueError:
+        got = None
+    assert got == expect

@@ -103,8 +103,9 @@ def split_valid(set_type: int, members: Sequence[str]) -> tuple[set[str], set[st
     known = _KNOWN_VALID[set_type]
     fast = _FAST[set_type]
     check = CHECKERS[set_type]
+    single = len(members) <= _SLICE
     for start in range(0, len(members), _SLICE):
-        chunk = set(members[start : start + _SLICE])
+        chunk = set(members) if single else set(members[start : start + _SLICE])
         good |= chunk
         unknown = chunk - known if known else chunk
         if not unknown:
