@@ -106,10 +106,10 @@ def _parse_net(text: str) -> IPNetwork:
         raise ValueError(text)
     try:
         if ":" in addr:
-            packed = socket.inet_pton(socket.AF_INET6, addr)
-            return ipaddress.IPv6Network((int.from_bytes(packed, "big"), int(plen) if slash else 128), strict=False)
-        packed = socket.inet_pton(socket.AF_INET, addr)
-        return ipaddress.IPv4Network((int.from_bytes(packed, "big"), int(plen) if slash else 32), strict=False)
+            value = int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
+            return ipaddress.IPv6Network((value, int(plen) if slash else 128), strict=False)
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+        return ipaddress.IPv4Network((value, int(plen) if slash else 32), strict=False)
     except OSError:
         raise ValueError(text) from None
 
