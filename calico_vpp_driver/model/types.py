@@ -185,8 +185,9 @@ class NatInfo:
     int_ip: IPAddress
 
 
-@dataclass(frozen=True, slots=True)
-class WorkloadEndpointID:
+class WorkloadEndpointID(NamedTuple):
+    """A NamedTuple: it keys every index of endpoints, so hashing runs in C."""
+
     orchestrator_id: str
     workload_id: str
     endpoint_id: str
