@@ -36,6 +36,7 @@ BATCH_SECONDS = 0.1
 READ_SIZE = 1 << 20
 READ_QUEUE_CHUNKS = 32  # at most ~32 MiB read ahead of the model
 STOP_POLL_SECONDS = 0.1
+RESYNC_GC_THRESHOLDS = (100_000, 50, 100)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Session:
         self._should_stop = should_stop
         self._on_eof_seen = on_eof_seen
         self._ended = threading.Event()
+        self._gc_thresholds: tuple[int, int, int] | None = None
         self._on_config = on_config
         self._started = time.monotonic()
         self._next_report: float | None = None
@@ -95,10 +97,22 @@ class Session:
         self.dataplane.new_felix_session()
         chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_QUEUE_CHUNKS)
         threading.Thread(target=self._read_into, args=(chunks,), daemon=True, name="felix-reader").start()
+        # The initial resync allocates millions of long-lived objects and frees
+        # few: collect young objects less often until InSync (see _end_resync_gc).
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*RESYNC_GC_THRESHOLDS)
         try:
             return self._loop(chunks)
         finally:
             self._ended.set()
+            self._end_resync_gc()
+
+    def _end_resync_gc(self) -> None:
+        """Back to normal garbage collection (idempotent)."""
+        if self._gc_thresholds is not None:
+            gc.set_threshold(*self._gc_thresholds)
+            self._gc_thresholds = None
+            gc.unfreeze()
 
     def _loop(self, chunks: queue.Queue[bytes | None]) -> SessionResult:
         while True:
@@ -211,7 +225,7 @@ class Session:
         if which == "config_update":
             self._configure()
         elif which == "in_sync":
-            gc.unfreeze()
+            self._end_resync_gc()
             log.info("in_sync", seq=msg.sequence_number, messages=self.decoder.count, **self.state.counts())
         return outcome
 
