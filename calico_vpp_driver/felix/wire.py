@@ -39,7 +39,7 @@ class FramingError(Exception):
         self.length = length
 
 
-def encode_frame(payload: bytes) -> bytes:
+def encode_frame(payload: bytes | memoryview) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
@@ -48,44 +48,53 @@ def encode_message(msg: pb.ToDataplane | pb.FromDataplane) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental splitter of a byte stream into frame payloads."""
+    """Incremental splitter of a byte stream into frame payloads.
+
+    Payloads are yielded as memoryviews into the bytes received (no copy per
+    frame); bytes of an incomplete frame are kept as a list of chunks and
+    joined once, when the frame is complete, so a 20 MB frame arriving in
+    1 MiB reads is copied once, not twenty times.
+    """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._need: int | None = None  # payload length of the frame being read
+        self._parts: list[bytes] = []
+        self._have = 0  # bytes held in _parts
+        self._need = 0  # bytes _parts must reach before parsing is worth trying
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
+    def feed(self, data: bytes) -> Iterator[memoryview]:
         """Add bytes; yield every frame payload now complete, in order."""
-        buf = self._buf
-        buf += data
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(self._parts)
+            self._parts = []
+            self._have = 0
+        view = memoryview(data)
         pos = 0
-        end = len(buf)
-        try:
-            while True:
-                if self._need is None:
-                    if end - pos < HEADER_SIZE:
-                        break
-                    (length,) = _LEN.unpack_from(buf, pos)
-                    if length > MAX_FRAME:
-                        raise FramingError(
-                            f"frame length {length} exceeds {MAX_FRAME}", last_seq=None, length=length
-                        )
-                    self._need = length
-                    pos += HEADER_SIZE
-                if end - pos < self._need:
-                    break
-                frame = bytes(buf[pos : pos + self._need])
-                pos += self._need
-                self._need = None
-                yield frame
-        finally:
-            if pos:
-                del buf[:pos]
+        end = len(data)
+        need = 0
+        while end - pos >= HEADER_SIZE:
+            (length,) = _LEN.unpack_from(data, pos)
+            if length > MAX_FRAME:
+                raise FramingError(f"frame length {length} exceeds {MAX_FRAME}", last_seq=None, length=length)
+            start = pos + HEADER_SIZE
+            if end - start < length:
+                need = HEADER_SIZE + length
+                break
+            pos = start + length
+            yield view[start:pos]
+        if pos < end:
+            rest = data[pos:]
+            self._parts = [rest]
+            self._have = len(rest)
+            self._need = need or HEADER_SIZE
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of an incomplete frame held back (non-zero at EOF = truncated)."""
-        return len(self._buf) + (HEADER_SIZE if self._need is not None else 0)
+        return self._have
 
 
 class MessageDecoder:
@@ -100,7 +109,7 @@ class MessageDecoder:
         for frame in self.frames.feed(data):
             msg = pb.ToDataplane()
             try:
-                msg.ParseFromString(frame)
+                msg.ParseFromString(frame)  # type: ignore[arg-type]  # upb takes any buffer
             except DecodeError as exc:
                 raise FramingError(
                     f"frame does not parse as ToDataplane: {exc}",
