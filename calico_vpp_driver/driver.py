@@ -202,19 +202,24 @@ class Session:
         if which == "workload_endpoint_update":
             upd = msg.workload_endpoint_update
             self.reporter.remember_endpoint(workload_endpoint_id(upd.id), upd.endpoint.SerializeToString())
-        outcome = apply_message(self.state, msg)
+        if which is None:
+            outcome = Outcome("unknown", ignored="payload unknown to this schema")
+        else:
+            outcome = apply_message(self.state, msg, which)
         self.metrics.count_message(outcome.kind)
         if outcome.problem:
             self.metrics.content_errors.labels(outcome.kind).inc()
             log.warning(
                 "bad_content",
                 message=outcome.kind,
-                object=outcome.obj,
+                object=str(outcome.obj),
                 problem=outcome.problem,
                 seq=msg.sequence_number,
             )
         elif outcome.ignored:
-            log.debug("message_ignored", message=outcome.kind, object=outcome.obj, reason=outcome.ignored)
+            log.debug(
+                "message_ignored", message=outcome.kind, object=str(outcome.obj), reason=outcome.ignored
+            )
         if which in UNSUPPORTED_PAYLOADS and which not in self._unsupported_logged:
             self._unsupported_logged.add(which)
             log.info(

@@ -54,13 +54,14 @@ class ContentError(ValueError):
 class Outcome:
     """What applying one message did, for the caller to log.
 
-    `kind` is the payload name; `obj` the object's ID as text; `problem` a
+    `kind` is the payload name; `obj` the object's ID (formatted only when
+    logged: most messages are never logged); `problem` a
     content error (the object was stored with it); `ignored` a reason the
     message changed nothing (unknown payload, remove of an unknown ID).
     """
 
     kind: str
-    obj: str = ""
+    obj: object = ""
     problem: str | None = None
     ignored: str | None = None
 
@@ -456,12 +457,12 @@ def _policy_update(state: DesiredState, m: pb.ActivePolicyUpdate) -> Outcome:
             error=f"policy {pid}: {problem}" if problem else None,
         )
     )
-    return Outcome("active_policy_update", str(pid), problem=problem)
+    return Outcome("active_policy_update", pid, problem=problem)
 
 
 def _policy_remove(state: DesiredState, m: pb.ActivePolicyRemove) -> Outcome:
     pid = policy_id(m.id)
-    return _removed("active_policy_remove", str(pid), state.remove_policy(pid))
+    return _removed("active_policy_remove", pid, state.remove_policy(pid))
 
 
 def _profile_update(state: DesiredState, m: pb.ActiveProfileUpdate) -> Outcome:
@@ -487,24 +488,24 @@ def _wep_update(state: DesiredState, m: pb.WorkloadEndpointUpdate) -> Outcome:
     ep_id = workload_endpoint_id(m.id)
     ep = decode_workload_endpoint(ep_id, m.endpoint)
     state.update_workload_endpoint(ep)
-    return Outcome("workload_endpoint_update", str(ep_id), problem=ep.error)
+    return Outcome("workload_endpoint_update", ep_id, problem=ep.error)
 
 
 def _wep_remove(state: DesiredState, m: pb.WorkloadEndpointRemove) -> Outcome:
     ep_id = workload_endpoint_id(m.id)
-    return _removed("workload_endpoint_remove", str(ep_id), state.remove_workload_endpoint(ep_id))
+    return _removed("workload_endpoint_remove", ep_id, state.remove_workload_endpoint(ep_id))
 
 
 def _hep_update(state: DesiredState, m: pb.HostEndpointUpdate) -> Outcome:
     ep_id = HostEndpointID(m.id.endpoint_id)
     ep = decode_host_endpoint(ep_id, m.endpoint)
     state.update_host_endpoint(ep)
-    return Outcome("host_endpoint_update", str(ep_id), problem=ep.error)
+    return Outcome("host_endpoint_update", ep_id, problem=ep.error)
 
 
 def _hep_remove(state: DesiredState, m: pb.HostEndpointRemove) -> Outcome:
     ep_id = HostEndpointID(m.id.endpoint_id)
-    return _removed("host_endpoint_remove", str(ep_id), state.remove_host_endpoint(ep_id))
+    return _removed("host_endpoint_remove", ep_id, state.remove_host_endpoint(ep_id))
 
 
 def _config_update(state: DesiredState, m: pb.ConfigUpdate) -> Outcome:
@@ -648,7 +649,7 @@ def _info(table: str, kind: str, key: Callable[[Any], Any], value: Callable[[Any
     def handle(state: DesiredState, m: Any) -> Outcome:
         k = key(m)
         changed = state.set_info(table, k, value(m) if value else None)
-        return _removed(kind, str(k), changed) if value is None else Outcome(kind, str(k))
+        return _removed(kind, k, changed) if value is None else Outcome(kind, k)
 
     return handle
 
@@ -666,7 +667,7 @@ def _bgp(state: DesiredState, m: pb.GlobalBGPConfigUpdate) -> Outcome:
     return Outcome("global_bgp_config_update")
 
 
-def _removed(kind: str, obj: str, changed: bool) -> Outcome:
+def _removed(kind: str, obj: object, changed: bool) -> Outcome:
     return Outcome(kind, obj) if changed else Outcome(kind, obj, ignored="remove of an unknown ID")
 
 
@@ -739,9 +740,13 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def apply_message(state: DesiredState, msg: pb.ToDataplane) -> Outcome:
-    """Apply one ToDataplane message to the model. Never raises for content."""
-    which = msg.WhichOneof("payload")
+def apply_message(state: DesiredState, msg: pb.ToDataplane, which: str | None = None) -> Outcome:
+    """Apply one ToDataplane message to the model. Never raises for content.
+
+    `which` is the payload name when the caller already has it.
+    """
     if which is None:
-        return Outcome("unknown", ignored="payload unknown to this schema")
+        which = msg.WhichOneof("payload")
+        if which is None:
+            return Outcome("unknown", ignored="payload unknown to this schema")
     return HANDLERS[which](state, getattr(msg, which))
