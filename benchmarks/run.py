@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 
 # name -> script; in the order they run.
 BENCHMARKS: dict[str, str] = {
-    "ingest": "ingest.py"  # Felix startup stream -> driver in_sync: members/s, RSS
+    "ingest": "ingest.py",  # Felix startup stream -> driver in_sync: members/s, RSS
+    "vpp_calls": "vpp_calls.py",  # VPP client vs the simulator: sync/pipelined calls/s, packing share
 }
 
 
