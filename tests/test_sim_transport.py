@@ -537,6 +537,100 @@ def test_reply_to_wrong_client_index_not_sent(sim: SimServer) -> None:
     assert raw.codec.decode("show_version_reply", raw.recv() or b"")["program"] == "stub"
 
 
+def _frame(raw: RawClient, name: str, **fields: Any) -> bytes:
+    payload = raw.codec.encode(name, fields, api_defs_ids()[name])
+    return HEADER.pack(0, len(payload), 0) + payload
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        assert chunk, "connection closed"
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_replies(raw: RawClient, name: str, n: int) -> list[dict[str, Any]]:
+    """``n`` messages ``name``, however the stream is cut (``RawClient.recv`` wants them whole)."""
+    out = []
+    for _ in range(n):
+        _, length, _ = HEADER.unpack(_recv_exact(raw.sock, HEADER.size))
+        out.append(raw.codec.decode(name, _recv_exact(raw.sock, length)))
+    return out
+
+
+def test_pipelined_requests_in_one_write_answered_in_order(sim: SimServer) -> None:
+    raw = RawClient(sim.socket_path)
+    index = raw.create()
+    n = 300
+    raw.sock.sendall(
+        b"".join(_frame(raw, "show_version", client_index=index, context=i) for i in range(1, n + 1))
+    )
+    replies = _read_replies(raw, "show_version_reply", n)
+    assert [r["context"] for r in replies] == list(range(1, n + 1))
+    assert sim.call_counts()["show_version"] == n
+
+
+def test_messages_split_anywhere_and_larger_than_a_read(sim: SimServer) -> None:
+    raw = RawClient(sim.socket_path)
+    index = raw.create()
+    # Byte by byte: a header split, a payload split.
+    for b in _frame(raw, "show_version", client_index=index, context=11):
+        raw.sock.sendall(bytes([b]))
+    assert raw.codec.decode("show_version_reply", raw.recv() or b"")["context"] == 11
+    # One message of several MB (more than one recv), then a small one in the same write.
+    big = raw.codec.encode(
+        "npol_configure_policies",
+        {"client_index": index, "context": 12, "total_ids": 700_000, "policy_ids": list(range(700_000))},
+        sim.msg_ids["npol_configure_policies"],
+    )
+    assert len(big) > 2 << 20
+    raw.sock.settimeout(10)
+    raw.sock.sendall(
+        HEADER.pack(0, len(big), 0) + big + _frame(raw, "show_version", client_index=index, context=13)
+    )
+    (first,) = _read_replies(raw, "npol_configure_policies_reply", 1)
+    assert first["context"] == 12 and first["retval"] == -9  # the stub registry has no handler for it
+    assert _read_replies(raw, "show_version_reply", 1)[0]["context"] == 13
+
+
+def test_client_that_writes_much_before_reading(sim: SimServer) -> None:
+    # The replies of requests sent before the client reads anything outgrow the socket's buffers:
+    # the server must go on reading (as VPP does) rather than wait for the client to read.
+    raw = RawClient(sim.socket_path)
+    index = raw.create()
+    n = 20_000
+    frames = b"".join(_frame(raw, "show_version", client_index=index, context=i) for i in range(1, n + 1))
+    raw.sock.settimeout(30)
+    raw.sock.sendall(frames)  # would block forever if the server stopped reading
+    replies = _read_replies(raw, "show_version_reply", n)
+    assert [r["context"] for r in replies] == list(range(1, n + 1))
+
+
+def test_event_raised_between_requests_keeps_its_place(sim: SimServer) -> None:
+    raw = RawClient(sim.socket_path)
+    index = raw.create()
+    raw.request("want_interface_events", client_index=index, context=2, enable_disable=1, pid=7)
+    assert raw.codec.decode("want_interface_events_reply", raw.recv() or b"")["retval"] == 0
+    raw.request("create_loopback", client_index=index, context=3)
+    assert raw.codec.decode("create_loopback_reply", raw.recv() or b"")["sw_if_index"] == 1
+    # In one write: a reply, then the event that request raises, then the next reply.
+    raw.sock.sendall(
+        _frame(raw, "sw_interface_set_flags", client_index=index, context=4, sw_if_index=1, flags=ADMIN_UP)
+        + _frame(raw, "show_version", client_index=index, context=5)
+    )
+    ids = {i: name for name, i in api_defs_ids().items()}
+    got = []
+    for _ in range(3):
+        payload = raw.recv()
+        assert payload is not None
+        name = ids[struct.unpack_from(">H", payload)[0]]
+        got.append((name, raw.codec.decode(name, payload).get("context")))
+    assert [n for n, _ in got] == ["sw_interface_set_flags_reply", "sw_interface_event", "show_version_reply"]
+    assert got[0][1] == 4 and got[2][1] == 5
+
+
 # --------------------------------------------------------------------------------------------------
 # As a process
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from calico_vpp_driver.sim.defs import (
@@ -247,8 +247,27 @@ class LegacyVarArray(VarArray):
         return self.decode_n(buf, off, (len(buf) - off) // size)
 
 
+#: The kinds of step of a struct's encoding plan (see :meth:`Struct._compile_encode`).
+_RUN, _FIELD, _COUNTED = 0, 1, 2
+
+
+def _scalar_of(node: Node) -> Scalar | None:
+    """The scalar (or enum) behind ``node`` when encoding it is just packing that scalar."""
+    if isinstance(node, Alias) and node.convert is None:
+        node = node.target
+    return node if isinstance(node, Scalar) and not node.is_float else None
+
+
 class Struct(Node):
-    """A struct or message: a dict of its fields."""
+    """A struct or message: a dict of its fields.
+
+    Both directions follow plans made once per struct.  Decoding runs a function generated for
+    it (:func:`_struct_decoder`): each run of fixed-size fields, nested structs and fixed arrays
+    included, is read with one ``unpack_from`` and the dicts are built from the values.  Encoding
+    packs each run of plain scalars with one ``pack``; a value ``pack`` refuses (an enum given by
+    name, a bad value) sends the run through the fields' own encoders, which convert it or raise
+    the error.
+    """
 
     def __init__(self, name: str, fields: list[tuple[str, Node, str | None]]) -> None:
         self.name = name
@@ -260,44 +279,81 @@ class Struct(Node):
         fixed = all(s is not None for s in sizes) and not self.counted
         self.size = sum(s for s in sizes if s is not None) if fixed else None
         self.convert: Callable[[Any], Any] | None = None
+        self._dec: Callable[[bytes, int], tuple[Any, int]] | None = None
+        self._encode_plan: list[tuple[Any, ...]] | None = None
+
+    # -- plans -------------------------------------------------------------------------------------
+
+    def _compile_encode(self) -> list[tuple[Any, ...]]:
+        plan: list[tuple[Any, ...]] = []
+        run: list[tuple[str, Scalar, Node]] = []
+
+        def close_run() -> None:
+            if run:
+                plan.append((_RUN, _run_packer(run), tuple((n, nd) for n, _, nd in run), None))
+                run.clear()
+
+        for fname, node, _ in self.fields:
+            array = self.counted.get(fname)
+            scalar = _scalar_of(node) if array is None else None
+            if scalar is not None:
+                run.append((fname, scalar, node))
+                continue
+            close_run()
+            plan.append((_COUNTED, fname, node, array) if array is not None else (_FIELD, fname, node, None))
+        close_run()
+        return plan
+
+    # -- encoding ----------------------------------------------------------------------------------
 
     def encode(self, value: Any, out: bytearray) -> None:
-        if value is not None and not isinstance(value, Mapping) and self.convert is not None:
-            value = self.convert(value)
-        if value is None:
-            value = {}
-        elif not isinstance(value, Mapping):
-            raise CodecError(f"{self.name}: expected a dict, got {type(value).__name__}")
-        unknown = set(value) - self.names
-        if unknown:
-            raise CodecError(f"{self.name}: unknown field(s) {sorted(unknown)}")
-        for fname, node, _ in self.fields:
-            v = value.get(fname)
-            array = self.counted.get(fname)
-            if array is not None:
-                items = value.get(array)
+        if type(value) is not dict:
+            if value is not None and not isinstance(value, Mapping) and self.convert is not None:
+                value = self.convert(value)
+            if value is None:
+                value = {}
+            elif not isinstance(value, Mapping):
+                raise CodecError(f"{self.name}: expected a dict, got {type(value).__name__}")
+        if not value.keys() <= self.names:
+            raise CodecError(f"{self.name}: unknown field(s) {sorted(set(value) - self.names)}")
+        plan = self._encode_plan
+        if plan is None:
+            plan = self._encode_plan = self._compile_encode()
+        get = value.get
+        for kind, a, b, c in plan:
+            if kind == _RUN:
+                try:
+                    out += a(get)
+                except struct.error:  # let each field convert its value, or say what is wrong
+                    for fname, node in b:
+                        self._encode_field(fname, node, get(fname), out)
+                continue
+            v = get(a)
+            if kind == _COUNTED:
+                items = get(c)
                 n = 0 if items is None else len(items)
                 if v is None:
                     v = n
                 elif v != n:
-                    raise CodecError(f"{self.name}.{fname} is {v} but {array} has {n} element(s)")
-            try:
-                node.encode(v, out)
-            except CodecError as e:
-                raise CodecError(f"{self.name}.{fname}: {e}") from None
+                    raise CodecError(f"{self.name}.{a} is {v} but {c} has {n} element(s)")
+            self._encode_field(a, b, v, out)
+
+    def _encode_field(self, fname: str, node: Node, v: Any, out: bytearray) -> None:
+        try:
+            node.encode(v, out)
+        except CodecError as e:
+            raise CodecError(f"{self.name}.{fname}: {e}") from None
+
+    # -- decoding ----------------------------------------------------------------------------------
 
     def decode(self, buf: bytes, off: int) -> tuple[Any, int]:
-        result: dict[str, Any] = {}
+        dec = self._dec
+        if dec is None:
+            dec = self._dec = _struct_decoder(self)
         try:
-            for fname, node, lf in self.fields:
-                if lf is not None:
-                    assert isinstance(node, VarArray)
-                    result[fname], off = node.decode_n(buf, off, int(result[lf]))
-                else:
-                    result[fname], off = node.decode(buf, off)
+            return dec(buf, off)
         except struct.error:
             raise CodecError(f"{self.name}: message truncated") from None
-        return result, off
 
 
 class Union(Node):
@@ -311,6 +367,7 @@ class Union(Node):
             raise ValueError(f"union {name} has a variable-size member")
         self.size = max(s for s in sizes if s is not None)
         self.convert: Callable[[Any], Any] | None = None
+        self._from_raw: Callable[[bytes], dict[str, Any]] | None = None
 
     def encode(self, value: Any, out: bytearray) -> None:
         size = self.size
@@ -337,9 +394,17 @@ class Union(Node):
     def decode(self, buf: bytes, off: int) -> tuple[Any, int]:
         size = self.size
         assert size is not None
-        if off + size > len(buf):
+        end = off + size
+        if end > len(buf):
             raise CodecError(f"{self.name}: message truncated")
-        return {k: node.decode(buf, off)[0] for k, node in self.members.items()}, off + size
+        return self.from_raw(bytes(buf[off:end])), end
+
+    def from_raw(self, raw: bytes) -> dict[str, Any]:
+        """Every member decoded from the union's ``size`` bytes."""
+        dec = self._from_raw
+        if dec is None:
+            dec = self._from_raw = _union_decoder(self)
+        return dec(raw)
 
 
 class Alias(Node):
@@ -357,6 +422,164 @@ class Alias(Node):
 
     def decode(self, buf: bytes, off: int) -> tuple[Any, int]:
         return self.target.decode(buf, off)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generated decoders
+# --------------------------------------------------------------------------------------------------
+
+#: Past this many values, a fixed array is read as bytes and decoded element by element.
+_MAX_FLAT_VALUES = 64
+_F64 = struct.Struct("=d")
+
+
+def _fixed_str(raw: bytes) -> str:
+    return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
+
+
+class _Source:
+    """A generated function (named ``_fn``) and the objects it refers to, by the names it uses."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, Any] = {}
+
+    def ref(self, obj: Any) -> str:
+        name = f"_o{len(self.env)}"
+        self.env[name] = obj
+        return name
+
+    def function(self, lines: list[str]) -> Any:
+        exec("\n".join(lines), self.env)  # our own code, built from the definitions
+        return self.env["_fn"]
+
+
+#: A value's expression, built from the expressions of the struct values it takes (in order).
+_Template = Callable[[Iterator[str]], str]
+
+
+def _flat(node: Node, src: _Source) -> tuple[str, int, _Template] | None:
+    """How ``node`` reads as part of one ``unpack_from``: its format, how many values it takes,
+    and its value's expression; None for a variable-size node."""
+    if isinstance(node, Alias):
+        return _flat(node.target, src)
+    if isinstance(node, Scalar):
+        if node.is_float:
+            f64 = src.ref(_F64.unpack)
+            return "8s", 1, lambda it: f"{f64}({next(it)})[0]"
+        return node.st.format[1:], 1, lambda it: next(it)
+    if isinstance(node, FixedBytes):
+        return f"{node.size}s", 1, lambda it: next(it)
+    if isinstance(node, FixedString):
+        fs = src.ref(_fixed_str)
+        return f"{node.size}s", 1, lambda it: f"{fs}({next(it)})"
+    if isinstance(node, Union):
+        dec = src.ref(node.from_raw)
+        return f"{node.size}s", 1, lambda it: f"{dec}({next(it)})"
+    if isinstance(node, Struct) and node.size is not None:
+        parts = [(fname, _flat(child, src)) for fname, child, _ in node.fields]
+        if any(p is None for _, p in parts):
+            return None
+        fields = [(fname, p) for fname, p in parts if p is not None]
+        count = sum(p[1] for _, p in fields)
+        if count > _MAX_FLAT_VALUES:
+            dec = src.ref(node.decode)
+            return f"{node.size}s", 1, lambda it: f"{dec}({next(it)}, 0)[0]"
+
+        def struct_expr(it: Iterator[str]) -> str:
+            return "{" + ", ".join(f"{fname!r}: {p[2](it)}" for fname, p in fields) + "}"
+
+        return "".join(p[0] for _, p in fields), count, struct_expr
+    if isinstance(node, FixedArray) and node.size is not None:
+        elem = _flat(node.elem, src)
+        if elem is None or elem[1] * node.n > _MAX_FLAT_VALUES:
+            dec = src.ref(node.decode)
+            return f"{node.size}s", 1, lambda it: f"{dec}({next(it)}, 0)[0]"
+        elem_t, n = elem[2], node.n
+        return elem[0] * n, elem[1] * n, lambda it: "[" + ", ".join(elem_t(it) for _ in range(n)) + "]"
+    return None
+
+
+def _run_packer(run: list[tuple[str, Scalar, Node]]) -> Callable[[Callable[..., Any]], bytes]:
+    """``pack(get) -> bytes`` of a run of scalar fields, ``get`` being the value's ``dict.get``
+    (a missing field packs as its default; a None makes ``pack`` fail, and the caller then
+    encodes the run field by field)."""
+    src = _Source()
+    st = struct.Struct(">" + "".join(sc.st.format[1:] for _, sc, _ in run))
+    fills = [sc.default if sc.default is not None else 0 for _, sc, _ in run]
+    args = ", ".join(f"get({n!r}, {src.ref(fill)})" for (n, _, _), fill in zip(run, fills, strict=True))
+    fn: Callable[[Callable[..., Any]], bytes] = src.function(
+        ["def _fn(get):", f"    return {src.ref(st.pack)}({args})"]
+    )
+    return fn
+
+
+def _struct_decoder(node: Struct) -> Callable[[bytes, int], tuple[Any, int]]:
+    """``decode(buf, off) -> (dict, off)`` for ``node``, as straight-line code."""
+    src = _Source()
+    lines = ["def _fn(buf, off):"]
+    have_dict = False
+    run: list[tuple[str, tuple[str, int, _Template]]] = []
+
+    def close_run() -> None:
+        nonlocal have_dict
+        if not run:
+            return
+        st = struct.Struct(">" + "".join(p[0] for _, p in run))
+        lines.append(f"    v = {src.ref(st)}.unpack_from(buf, off)")
+        values = iter([f"v[{i}]" for i in range(sum(p[1] for _, p in run))])
+        exprs = [(fname, p[2](values)) for fname, p in run]
+        if have_dict:
+            lines.extend(f"    r[{fname!r}] = {expr}" for fname, expr in exprs)
+        else:
+            lines.append("    r = {" + ", ".join(f"{fname!r}: {expr}" for fname, expr in exprs) + "}")
+            have_dict = True
+        lines.append(f"    off += {st.size}")
+        run.clear()
+
+    for fname, child, lf in node.fields:
+        flat = _flat(child, src) if lf is None else None
+        if flat is not None:
+            run.append((fname, flat))
+            continue
+        close_run()
+        if not have_dict:
+            lines.append("    r = {}")
+            have_dict = True
+        if lf is not None:
+            assert isinstance(child, VarArray)
+            lines.append(f"    r[{fname!r}], off = {src.ref(child.decode_n)}(buf, off, int(r[{lf!r}]))")
+        else:
+            lines.append(f"    r[{fname!r}], off = {src.ref(child.decode)}(buf, off)")
+    close_run()
+    if not have_dict:
+        lines.append("    r = {}")
+    lines.append("    return r, off")
+    fn: Callable[[bytes, int], tuple[Any, int]] = src.function(lines)
+    return fn
+
+
+def _union_decoder(node: Union) -> Callable[[bytes], dict[str, Any]]:
+    """``decode(raw) -> dict`` of every member of ``node`` from its bytes, as straight-line code."""
+    src = _Source()
+    lines = ["def _fn(raw):"]
+    exprs: list[tuple[str, str]] = []
+    for k, (name, member) in enumerate(node.members.items()):
+        flat = _flat(member, src)
+        assert flat is not None  # members are fixed-size
+        fmt, count, template = flat
+        if fmt.endswith("s") and fmt[:-1].isdigit() and isinstance(_bare(member), FixedBytes):
+            exprs.append((name, f"raw[:{fmt[:-1]}]"))
+            continue
+        st = struct.Struct(">" + fmt)
+        lines.append(f"    m{k} = {src.ref(st)}.unpack_from(raw, 0)")
+        exprs.append((name, template(iter([f"m{k}[{i}]" for i in range(count)]))))
+    lines.append("    return {" + ", ".join(f"{name!r}: {expr}" for name, expr in exprs) + "}")
+    fn: Callable[[bytes], dict[str, Any]] = src.function(lines)
+    return fn
+
+
+def _bare(node: Node) -> Node:
+    return _bare(node.target) if isinstance(node, Alias) else node
 
 
 # --------------------------------------------------------------------------------------------------
@@ -578,8 +801,9 @@ class Codec:
 
     def decode(self, name: str, data: bytes) -> dict[str, Any]:
         """Unpack message ``name`` (trailing bytes are ignored, as VPP does)."""
-        value, _ = self.message(name).decode(data, 0)
-        return dict(value)
+        value, _ = self.message(name).decode(data if type(data) is bytes else bytes(data), 0)
+        result: dict[str, Any] = value
+        return result
 
     def encode_type(self, type_name: str, value: Any) -> bytes:
         """Pack a value of a named type (``prefix``, ``vl_api_fib_path_t``...)."""

@@ -94,6 +94,8 @@ class Faults:
 
     def on_request(self, message: str) -> int | None:
         """Count a call of ``message``; the retval to fail it with, or None to execute it."""
+        if not self._rules:  # nothing to count (rules are only ever added under the lock)
+            return None
         with self._lock:
             failure: int | None = None
             for rule in self._rules:

@@ -162,6 +162,16 @@ def _str(value: Any) -> str:
 
 def _addr(value: Any, af: int | None = None) -> IPAddr:
     """Decode any accepted form of an address (see the module docstring)."""
+    if type(value) is dict:  # the codec's vl_api_address_t, the common case, taken at once
+        un = value.get("un")
+        if type(un) is dict and "un" not in un:
+            family = value.get("af")
+            raw = un.get("ip4") if family is None or family == 0 else un.get("ip6") if family == 1 else None
+            if type(raw) is bytes:
+                if len(raw) == 4:
+                    return IPv4Address(raw)
+                if len(raw) == 16:
+                    return IPv6Address(raw)
     try:
         return _addr_inner(value, af)
     except ValueError as exc:  # ipaddress's AddressValueError and friends

@@ -41,7 +41,6 @@ import contextlib
 import importlib
 import logging
 import os
-import queue
 import socket
 import struct
 import threading
@@ -50,7 +49,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 from calico_vpp_driver.sim.codec import Codec, CodecError
 from calico_vpp_driver.sim.defs import ApiDefs, api_defs
@@ -67,6 +66,8 @@ HEADER = struct.Struct(">QII")
 SOCK_API_REG_HANDLE_BIT = 0x80000000
 #: Refuse payloads above this size (VPP has no fixed limit; this only guards against garbage).
 MAX_MESSAGE = 256 << 20
+#: Bytes asked of each recv (more when a larger message is incomplete).
+_RECV_SIZE = 1 << 18
 
 UNSPECIFIED = -1
 UNIMPLEMENTED = -9
@@ -96,6 +97,17 @@ class _Close:
     """Queue marker: close the connection once what is queued before it has been sent."""
 
 
+class _Route(NamedTuple):
+    """What the server needs to know of a message it receives (computed once per message)."""
+
+    name: str
+    is_reply: bool
+    is_cli: bool
+    never_delayed: bool
+    reply: str | None
+    is_dump: bool
+
+
 #: The messages answering a request: (message name, fields) in sending order.
 Replies = list[tuple[str, dict[str, Any]]]
 #: What to do once the replies are sent: an action, closing the connection, or nothing.
@@ -104,7 +116,17 @@ _Builtin = Callable[["Connection", dict[str, Any], str], tuple[Replies, After]]
 
 
 class Connection:
-    """One client: a reader thread decoding requests and a writer thread sending what is queued."""
+    """One client: a reader thread that reads, executes and answers, and a writer thread for the rest.
+
+    The reader receives in large chunks, splits them into messages, dispatches each (decode,
+    handler, encode) and then sends every reply of the chunk with one non-blocking ``send``.  What
+    cannot go out that way goes through the writer thread, in order with everything else: what
+    the socket did not take (the client is slow to read: the reader goes on reading, as VPP
+    does), replies held back by :meth:`SimServer.delay_replies`, actions to run once what precedes
+    them has been sent (closing, a ``sim`` command's restart), and messages queued by other
+    threads (events) while the reader is not in the middle of a chunk.  Every message leaves in
+    the order it was queued.
+    """
 
     def __init__(self, server: SimServer, sock: socket.socket, index: int) -> None:
         self.server = server
@@ -114,7 +136,16 @@ class Connection:
         #: want_* request name -> the pid the client registered with
         self.subscriptions: dict[str, int] = {}
         self.closed = threading.Event()
-        self._out: queue.Queue[tuple[float, bytes | Callable[[], None] | _Close] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        #: What is to go out, in order: (not before this time.monotonic(), frame(s) | action | close).
+        self._out: list[tuple[float, bytes | Callable[[], None] | _Close]] = []
+        #: Items of ``_out`` only the writer can handle (a time to wait for, an action, a close).
+        self._special = 0
+        #: The reader or the writer is sending items taken from ``_out`` (the other keeps off).
+        self._sending = False
+        #: The reader is dispatching a chunk's messages; it sends what they queued at the end.
+        self._in_chunk = False
         self._reader = threading.Thread(target=self._read_loop, name=f"vpp-sim-rx-{index:x}", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name=f"vpp-sim-tx-{index:x}", daemon=True)
 
@@ -124,13 +155,23 @@ class Connection:
 
     def send(self, payload: bytes, at: float = 0.0) -> None:
         """Queue a message, to go no earlier than time.monotonic() ``at``."""
-        if not self.closed.is_set():
-            self._out.put((at, payload))
+        self._queue(at, payload)
 
     def after_queued(self, action: Callable[[], None] | _Close, at: float = 0.0) -> None:
         """Run ``action`` (or close) in the writer once everything queued so far is sent."""
-        if not self.closed.is_set():
-            self._out.put((at, action))
+        self._queue(at, action)
+
+    def _queue(self, at: float, what: bytes | Callable[[], None] | _Close) -> None:
+        if type(what) is bytes:
+            what = HEADER.pack(0, len(what), 0) + what
+        with self._lock:
+            if self.closed.is_set():
+                return
+            self._out.append((at, what))
+            if at or type(what) is not bytes:
+                self._special += 1
+            if not self._in_chunk:  # else the reader sends it (or wakes the writer) after the chunk
+                self._wake.notify()
 
     def close(self) -> None:
         """Close the socket now (the peer sees EOF); both threads end on their own."""
@@ -139,7 +180,8 @@ class Connection:
         self.closed.set()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self._out.put(None)
+        with self._lock:
+            self._wake.notify_all()
         self.server._forget(self)
 
     def join(self, timeout: float) -> None:
@@ -147,61 +189,147 @@ class Connection:
             if t is not threading.current_thread() and t.ident is not None:
                 t.join(timeout)
 
-    def _recv_exact(self, n: int) -> bytes | None:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        return bytes(buf)
+    # -- reading -----------------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
+        sock = self.sock
+        unpack_from = HEADER.unpack_from
+        hsize = HEADER.size
+        parts: list[bytes] = []  # received, not yet split into messages
+        have = 0
+        need = hsize  # bytes to have before splitting is worth trying (a whole frame)
         try:
             while not self.closed.is_set():
-                header = self._recv_exact(HEADER.size)
-                if header is None:
+                try:
+                    chunk = sock.recv(max(_RECV_SIZE, need - have))
+                except OSError:
                     break
-                _, length, _ = HEADER.unpack(header)
-                if length > MAX_MESSAGE:
-                    self.server._error(f"client {self.index:#x}: message of {length} bytes, closing")
+                if not chunk:
                     break
-                payload = self._recv_exact(length) if length else b""
-                if payload is None:
-                    break
-                self.server._dispatch(self, payload)
+                parts.append(chunk)
+                have += len(chunk)
+                if have < need:
+                    continue
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                payloads: list[bytes] = []
+                pos = 0
+                need = hsize
+                while have - pos >= hsize:
+                    length = unpack_from(data, pos)[1]
+                    if length > MAX_MESSAGE:
+                        self._run(payloads)  # the messages before it
+                        self.server._error(f"client {self.index:#x}: message of {length} bytes, closing")
+                        return
+                    end = pos + hsize + length
+                    if end > have:
+                        need = hsize + length
+                        break
+                    payloads.append(data[pos + hsize : end])
+                    pos = end
+                rest = data[pos:]
+                parts = [rest] if rest else []
+                have = len(rest)
+                if payloads:
+                    self._run(payloads)
+        except OSError:  # sending the replies failed: the client is gone
+            pass
         except Exception:  # a bug in the simulator: keep serving the others
             self.server._error(f"client {self.index:#x}: reader failed\n{traceback.format_exc()}")
         finally:
             self.close()
 
+    def _run(self, payloads: list[bytes]) -> None:
+        """Dispatch a chunk's messages, then send what they queued."""
+        with self._lock:
+            self._in_chunk = True
+        try:
+            dispatch = self.server._dispatch
+            for payload in payloads:
+                dispatch(self, payload)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send what is queued, as far as the socket takes it at once; the writer does the rest
+        (and everything when it has to wait, act, or is sending already)."""
+        with self._lock:
+            self._in_chunk = False
+            if not self._out:
+                return
+            if self._sending or self._special:
+                self._wake.notify()
+                return
+            items, self._out = self._out, []
+            self._sending = True
+        frames = [what for _, what in items if type(what) is bytes]  # all of them: nothing special
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        sent = len(data)
+        try:
+            if not self.closed.is_set():
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        finally:
+            with self._lock:
+                self._sending = False
+                if sent < len(data):
+                    self._out.insert(0, (0.0, data[sent:]))
+                if self._out:
+                    self._wake.notify()
+
+    # -- writing -----------------------------------------------------------------------------------
+
     def _write_loop(self) -> None:
         try:
             while True:
-                item = self._out.get()
-                if item is None:
+                with self._lock:
+                    while not self.closed.is_set() and (self._sending or not self._out):
+                        self._wake.wait()
+                    if self.closed.is_set():
+                        break
+                    items, self._out = self._out, []
+                    self._special = 0
+                    self._sending = True
+                try:
+                    done = self._write(items)
+                finally:
+                    with self._lock:
+                        self._sending = False
+                if done:
                     break
-                at, what = item
-                wait = at - time.monotonic()
-                if wait > 0 and self.closed.wait(wait):
-                    break
-                if isinstance(what, _Close):
-                    break
-                if callable(what):
-                    what()
-                    continue
-                if self.closed.is_set():
-                    break
-                self.sock.sendall(HEADER.pack(0, len(what), 0) + what)
         except OSError:
             pass
         finally:
             self.close()
             with contextlib.suppress(OSError):
                 self.sock.close()
+
+    def _write(self, items: list[tuple[float, bytes | Callable[[], None] | _Close]]) -> bool:
+        """Send (and do) ``items`` in order, each when its time comes; True once closing."""
+        ready: list[bytes] = []
+        for at, what in items:
+            if at:
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._send_now(ready)
+                    if self.closed.wait(wait):
+                        return True
+            if type(what) is bytes:
+                ready.append(what)
+                continue
+            self._send_now(ready)
+            if isinstance(what, _Close):
+                return True
+            what()  # type: ignore[operator]  # an action
+        self._send_now(ready)
+        return self.closed.is_set()
+
+    def _send_now(self, ready: list[bytes]) -> None:
+        if ready:
+            if self.closed.is_set():
+                raise OSError("connection closed")
+            self.sock.sendall(ready[0] if len(ready) == 1 else b"".join(ready))
+            ready.clear()
 
 
 class SimServer:
@@ -240,8 +368,10 @@ class SimServer:
         self._table = [
             {"index": self.msg_ids[name], "name": msg.name_crc} for name, msg in self.defs.messages.items()
         ]
+        self._routes = {i: self._route(name) for i, name in self.msg_names.items()}
         self._api_json = self.defs.api_json()
         self._events_by_name = self.defs.event_subscriptions()
+        self._reply_routes: dict[str, tuple[int, bool]] = {}
         self._conns: dict[int, Connection] = {}
         self._conns_lock = threading.Lock()
         self._next_client = 1
@@ -446,47 +576,67 @@ class SimServer:
         log.warning("vpp-sim: %s", text)
         self.errors.append(text)
 
+    def _route(self, name: str) -> _Route:
+        reply = self.defs.reply_of(name)
+        return _Route(
+            name,
+            name.endswith("_reply"),  # e.g. memclnt_keepalive_reply: nothing to answer
+            name == "cli_inband",
+            name in _NEVER_DELAYED,
+            reply,
+            self.defs.is_dump(name),
+        )
+
+    def _reply_route(self, reply_name: str) -> tuple[int, bool]:
+        """The message id of ``reply_name`` and whether it has a ``client_index``."""
+        route = self._reply_routes.get(reply_name)
+        if route is None:
+            names = self.defs.messages[reply_name].field_names()
+            route = self._reply_routes[reply_name] = (self.msg_ids[reply_name], "client_index" in names)
+        return route
+
     def _dispatch(self, conn: Connection, payload: bytes) -> None:
-        try:
-            msg_id = Codec.msg_id(payload)
-        except CodecError:
+        if len(payload) < 2:
             self._error(f"client {conn.index:#x}: message shorter than its id")
             return
-        name = self.msg_names.get(msg_id)
-        if name is None:
+        msg_id = (payload[0] << 8) | payload[1]
+        route = self._routes.get(msg_id)
+        if route is None:
             self._error(f"client {conn.index:#x}: no message with id {msg_id}; dropped")
             return
+        name = route.name
         try:
             request = self.codec.decode(name, payload)
         except CodecError as e:
             self._error(f"client {conn.index:#x}: truncated {name} dropped ({e})")
             return
         request.pop("_vl_msg_id", None)
-        if name.endswith("_reply"):  # e.g. memclnt_keepalive_reply: nothing to answer
+        if route.is_reply:
             return
         received = time.monotonic()
-        sim_cli = name == "cli_inband" and is_sim_command(str(request.get("cmd", "")))
+        sim_cli = route.is_cli and is_sim_command(str(request.get("cmd", "")))
         with self.lock:
             self.calls[name] += 1
-            replies, after = self._execute(conn, name, request, sim_cli)
+            replies, after = self._execute(conn, route, request, sim_cli)
             delay = self.faults.delay
-            at = received + delay if delay and not sim_cli and name not in _NEVER_DELAYED else 0.0
+            at = received + delay if delay and not sim_cli and not route.never_delayed else 0.0
             routable = request.get("client_index", conn.index) == conn.index or name == "sockclnt_create"
             if not routable:
                 self._error(
                     f"{name} from client {conn.index:#x} names client_index {request.get('client_index'):#x};"
                     " VPP cannot route the reply, none sent"
                 )
+            context = request.get("context", 0)
             for reply_name, fields in replies if routable else ():
-                fields["context"] = request.get("context", 0)
-                msg = self.defs.messages[reply_name]
-                if "client_index" in msg.field_names():
+                fields["context"] = context
+                reply_id, has_client_index = self._reply_route(reply_name)
+                if has_client_index:
                     fields.setdefault("client_index", conn.index)
                 try:
-                    conn.send(self.codec.encode(reply_name, fields, self.msg_ids[reply_name]), at)
+                    conn.send(self.codec.encode(reply_name, fields, reply_id), at)
                 except CodecError as e:
                     self._error(f"{name}: bad reply {reply_name} {fields!r}: {e}")
-                    if not self.defs.is_dump(name):
+                    if not route.is_dump:
                         conn.send(self._failure(reply_name, request, UNSPECIFIED), at)
             if after is not None:
                 conn.after_queued(after)
@@ -497,13 +647,12 @@ class SimServer:
         return self.codec.encode(reply_name, fields, self.msg_ids[reply_name])
 
     def _execute(
-        self, conn: Connection, name: str, request: dict[str, Any], sim_cli: bool
+        self, conn: Connection, route: _Route, request: dict[str, Any], sim_cli: bool
     ) -> tuple[Replies, After]:
         """Run a request; its reply messages and what to do after sending them."""
-        reply = self.defs.reply_of(name)
+        name, reply, dump = route.name, route.reply, route.is_dump
         if reply is None:  # a message VPP does not answer
             return [], None
-        dump = self.defs.is_dump(name)
         if sim_cli:
             cli = run_sim_command(self, str(request["cmd"]))
             return [(reply, {"retval": cli.retval, "reply": cli.reply})], cli.after_reply

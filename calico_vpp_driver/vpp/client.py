@@ -505,6 +505,271 @@ def normalize_fields(msgdef: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
     return dict(out) if out is fields else out
 
 
+# --------------------------------------------------------------------------------------------
+# Packing: vpp_papi's serializer, compiled
+#
+# vpp_papi's ``pack`` walks its type objects field by field (an isinstance, a try and a bytes
+# concatenation per field; a union even formats its value for a debug log that is off). For
+# each type the packers below are straight-line code generated from those same type objects:
+# VPPType.pack unrolled, runs of scalars packed with one struct, nested structs, unions, lists,
+# u8 arrays and vpp_papi's own value conversions (an ``IPv4Address`` for an address...) done
+# the way vpp_papi does them, and anything else handed to vpp_papi's packer for that field.
+# Whenever a value is not one they handle exactly as vpp_papi would (or is wrong), they give up
+# and vpp_papi packs the whole message itself (and reports the error, if any): the bytes are
+# always vpp_papi's.
+
+
+class _Slow(Exception):
+    """A value the compiled packer leaves to vpp_papi."""
+
+
+_PACKERS: dict[Any, Callable[[Any], bytes]] = {}
+_BUILDING = threading.RLock()
+
+
+def _raise_slow(_value: Any = None) -> bytes:
+    raise _Slow
+
+
+def _fast_pack(msgdef: Any, kwargs: Mapping[str, Any]) -> bytes:
+    """``msgdef.pack(kwargs)``: the same bytes, usually much sooner."""
+    packer = _PACKERS.get(msgdef) or _value_packer(msgdef)
+    try:
+        return packer(kwargs)
+    except Exception:  # _Slow, or a value vpp_papi may refuse: let vpp_papi decide
+        return bytes(msgdef.pack(kwargs))
+
+
+class _Gen:
+    """Objects a generated function refers to, by the names it uses for them."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, Any] = {"_Slow": _Slow, "_bytes": bytes, "_join": b"".join, "_map": map}
+
+    def ref(self, obj: Any) -> str:
+        name = f"_o{len(self.env)}"
+        self.env[name] = obj
+        return name
+
+    def function(self, lines: list[str]) -> Any:
+        exec("\n".join(lines), self.env)  # built from vpp_papi's type objects
+        return self.env["_f"]
+
+
+def _default_of(p: Any) -> Any:
+    opts = getattr(p, "options", None)
+    return opts["default"] if opts and "default" in opts else 0
+
+
+def _scalar_code(p: Any) -> tuple[str, Any] | None:
+    """(struct code, value packed for None) of a packer that packs one big-endian scalar."""
+    if type(p) is _ser.BaseTypes:
+        fmt = p.packer.format
+        if p._elements == 0 and p._type not in ("string", "header", "f64") and fmt[0] == ">":
+            return fmt[1:], _default_of(p)
+        return None
+    if isinstance(p, _ser.VPPEnumType):
+        return _ser.types[p.enumtype].packer.format[1:], _default_of(p)
+    if type(p) is _ser.VPPTypeAlias and p.name not in _fmt.conversion_table:
+        inner = _scalar_code(p.packer)
+        return None if inner is None else (inner[0], _default_of(p))
+    return None
+
+
+def _uses_kwargs(p: Any, seen: frozenset[int] = frozenset()) -> bool:
+    """Whether packing with ``p`` looks at the ``kwargs`` it is given (a VLA's count, anywhere
+    below a struct): such a packer cannot be called with a value alone."""
+    if id(p) in seen:
+        return True
+    seen = seen | {id(p)}
+    if isinstance(p, _ser.VLAList) and not isinstance(p, _ser.VLAList_legacy):
+        return True
+    if isinstance(p, _ser.VPPType):
+        return any(_uses_kwargs(q, seen) for q in p.packers)
+    if isinstance(p, _ser.VPPUnionType):
+        return any(_uses_kwargs(q, seen) for q in p.packers.values())
+    if isinstance(p, _ser.VPPTypeAlias):
+        return _uses_kwargs(p.packer, seen)
+    return False
+
+
+def _value_packer(p: Any) -> Callable[[Any], bytes]:
+    """``value -> bytes`` equal to vpp_papi's ``p.pack(value)`` (raises where it may differ)."""
+    fn = _PACKERS.get(p)
+    if fn is not None:
+        return fn
+    with _BUILDING:
+        fn = _PACKERS.get(p)
+        if fn is not None:
+            return fn
+        _PACKERS[p] = _raise_slow  # while building (types are not recursive, but never loop)
+        try:
+            fn = _build_packer(p)
+        except Exception:  # a shape this compiler does not know: vpp_papi packs it
+            fn = _raise_slow
+        _PACKERS[p] = fn
+        return fn
+
+
+def _build_packer(p: Any) -> Callable[[Any], bytes]:
+    g = _Gen()
+    if isinstance(p, _ser.VPPType):
+        return _struct_packer(p, g)
+    if isinstance(p, _ser.VPPUnionType):
+        if _uses_kwargs(p):  # a member would look at the struct around the union
+            return _raise_slow
+        members = {k: _value_packer(q) for k, q in p.packers.items()}
+        zero = bytes(p.size)
+        lines = [
+            "def _f(v):",
+            "    if not v:",
+            f"        return {g.ref(zero)}",
+            "    if type(v) is not dict:",
+            "        raise _Slow",
+            "    for k, x in v.items():",
+            f"        b = {g.ref(members)}[k](x)",
+            "        break",
+            f"    if len(b) > {p.size}:",
+            "        raise _Slow",
+            f"    return b + _bytes({p.size} - len(b))",
+        ]
+        fn: Callable[[Any], bytes] = g.function(lines)
+        return fn
+    if isinstance(p, _ser.VPPTypeAlias):
+        inner = _raise_slow if _uses_kwargs(p.packer) else _value_packer(p.packer)
+        lines = ["def _f(v):"]
+        conv = _fmt.conversion_table.get(p.name)
+        if conv:
+            lines += [
+                "    if v and type(v) is not dict and type(v) is not bytes and type(v).__name__ in "
+                f"{g.ref(conv)}:",
+                f"        return {g.ref(_converted)}({g.ref(p.name)}, {g.ref(conv)}, v)",
+            ]
+        lines += [
+            "    if v is None:",
+            f"        v = {g.ref(_default_of(p))}",
+            f"    return {g.ref(inner)}(v)",
+        ]
+        fn = g.function(lines)
+        return fn
+    if isinstance(p, _ser.FixedList_u8):
+        lines = [
+            "def _f(v):",
+            "    if not v:",
+            f"        return {g.ref(bytes(p.size))}",
+            f"    if len(v) > {p.num}:",
+            "        raise _Slow",
+            f"    return {g.ref(p.packer.packer.pack)}(v)",
+        ]
+        fn = g.function(lines)
+        return fn
+    if isinstance(p, _ser.FixedList):
+        elem = _value_packer(p.packer)
+        lines = [
+            "def _f(v):",
+            f"    if len(v) != {p.num}:",
+            "        raise _Slow",
+            f"    return _join(_map({g.ref(elem)}, v))",
+        ]
+        fn = g.function(lines)
+        return fn
+    scalar = _scalar_code(p)
+    if scalar is not None or type(p) is _ser.BaseTypes:
+        st = p.packer if type(p) is _ser.BaseTypes else struct.Struct(">" + scalar[0])  # type: ignore[index]
+        lines = [
+            "def _f(v):",
+            f"    return {g.ref(st.pack)}({g.ref(_default_of(p))} if v is None else v)",
+        ]
+        fn = g.function(lines)
+        return fn
+    if isinstance(p, (_ser.String, _ser.VLAList_legacy)):  # they ignore kwargs
+        return lambda v: bytes(p.pack(v))
+    return _raise_slow
+
+
+def _converted(type_name: str, table: Mapping[str, Callable[[Any], Any]], value: Any) -> bytes:
+    """vpp_papi's ``conversion_packer``: the value converted, packed as ``types[type_name]``."""
+    try:
+        converted = table[type(value).__name__](value)
+    except Exception:
+        raise _Slow from None  # vpp_papi may carry on with the value unconverted
+    return _value_packer(_ser.types[type_name])(converted)
+
+
+def _struct_packer(t: Any, g: _Gen) -> Callable[[Any], bytes]:
+    """VPPType.pack unrolled (``kwargs`` is the value itself at every level it is used)."""
+    try:
+        zero: bytes | None = bytes(t.pack(None))
+    except Exception:
+        zero = None
+    conv = _fmt.conversion_table.get(t.name) or {}
+    parts: list[str] = []
+    run: list[tuple[str, str, Any]] = []
+
+    def close_run() -> None:
+        if run:
+            st = struct.Struct(">" + "".join(code for _, code, _ in run))
+            # A None packs as vpp_papi's default: for "?" (which would take None for False) here,
+            # for the others by pack refusing it (then vpp_papi packs the message).
+            args = ", ".join(
+                f"({g.ref(default)} if (v := g({name!r})) is None else v)"
+                if code == "?"
+                else f"g({name!r}, {g.ref(default)})"
+                for name, code, default in run
+            )
+            parts.append(f"{g.ref(st.pack)}({args})")
+            run.clear()
+
+    for name, p in zip(t.fields, t.packers, strict=True):
+        scalar = _scalar_code(p)
+        if scalar is not None:
+            run.append((name, scalar[0], scalar[1]))
+            continue
+        close_run()
+        if isinstance(p, _ser.VLAList) and not isinstance(p, _ser.VLAList_legacy):
+            u8 = p.packer.size == 1 and p.field_type == "u8"
+            vla = p.pack if u8 else _vla_packer(p.length_field, _value_packer(p.packer))
+            parts.append(f"{g.ref(vla)}(g({name!r}), data)")
+        elif isinstance(p, _ser.VPPType):
+            parts.append(f"{g.ref(_value_packer(p))}(g({name!r}))")
+        elif _uses_kwargs(p):
+            parts.append(f"{g.ref(p.pack)}(g({name!r}), data)")
+        else:
+            parts.append(f"{g.ref(_value_packer(p))}(g({name!r}))")
+    close_run()
+    lines = [
+        "def _f(data):",
+        "    if type(data) is not dict:",
+        f"        return {g.ref(_other)}({g.ref(t.name)}, {g.ref(zero)}, {g.ref(conv)}, data)",
+        "    g = data.get",
+        f"    return _join(({', '.join(parts)}{',' if len(parts) == 1 else ''}))",
+    ]
+    fn: Callable[[Any], bytes] = g.function(lines)
+    return fn
+
+
+def _other(type_name: str, zero: bytes | None, conv: Mapping[str, Any], data: Any) -> bytes:
+    """VPPType.pack of a value that is not a dict: nothing (zeros), or one vpp_papi converts."""
+    if not data:
+        if zero is None:
+            raise _Slow
+        return zero
+    if type(data) is bytes or type(data).__name__ not in conv:
+        raise _Slow
+    return _converted(type_name, conv, data)
+
+
+def _vla_packer(length_field: str, elem: Callable[[Any], bytes]) -> Callable[[Any, Any], bytes]:
+    def pack(lst: Any, data: Mapping[str, Any]) -> bytes:
+        if not lst:
+            return b""
+        if len(lst) != data[length_field]:
+            raise _Slow
+        return b"".join(map(elem, lst))
+
+    return pack
+
+
 def _describe(exc: BaseException) -> str:
     """vpp_papi wraps packing errors; show the innermost cause too."""
     text = str(exc) or type(exc).__name__
@@ -527,8 +792,9 @@ class PapiConnection:
     thread is stopped and this connection reads the socket itself: one thread receiving in
     large chunks, splitting frames, decoding each with vpp_papi's definitions and handing them
     to ``on_messages`` a chunk at a time (vpp_papi's reader makes two system calls, a header
-    object and a callback per message). Requests are packed with vpp_papi's serializer and
-    written by the owner thread, many frames per ``sendall``.
+    object and a callback per message). Requests are packed as vpp_papi's serializer packs
+    them (by :func:`_fast_pack`: compiled from its type objects, vpp_papi itself as the fallback)
+    and written by the owner thread, many frames per ``sendall``.
     """
 
     def __init__(self, vpp: Any, on_messages: OnMessages) -> None:
@@ -598,7 +864,7 @@ class PapiConnection:
         kwargs["client_index"] = self._client_index
         kwargs["context"] = context
         try:
-            body: bytes = msgdef.pack(kwargs)
+            body = _fast_pack(msgdef, kwargs)
         except Exception as exc:
             raise VppEncodeError(name, _describe(exc)) from None
         return _FRAME.pack(0, len(body), 0) + body
