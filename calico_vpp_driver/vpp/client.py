@@ -117,7 +117,6 @@ _CORE_MEMCLNT = "core (vlibmemory memclnt.api)"
 _CORE_VPE = "core (vpe.api)"
 _CORE_IF = "core (vnet interface.api)"
 _CORE_IP = "core (vnet ip.api)"
-_CORE_IPN = "core (vnet ip_neighbor.api)"
 _NPOL = "npol_plugin.so"
 _ACL = "acl_plugin.so"
 _CNAT = "cnat_plugin.so"
@@ -181,7 +180,6 @@ FEATURES: Mapping[str, Mapping[str, str]] = {
         "ip_route_dump": _CORE_IP,
         "ip_table_replace_begin": _CORE_IP,
         "ip_table_replace_end": _CORE_IP,
-        "ip_neighbor_add_del": _CORE_IPN,
     },
     "tunnels": {
         "vxlan_add_del_tunnel_v3": "vxlan_plugin.so",
