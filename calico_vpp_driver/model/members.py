@@ -105,8 +105,11 @@ def split_valid(set_type: int, members: Sequence[str]) -> tuple[set[str], set[st
     check = CHECKERS[set_type]
     single = len(members) <= _SLICE
     for start in range(0, len(members), _SLICE):
-        chunk = set(members) if single else set(members[start : start + _SLICE])
-        good |= chunk
+        if single:
+            chunk = good = set(members)  # the common case: no copy into `good`
+        else:
+            chunk = set(members[start : start + _SLICE])
+            good |= chunk
         unknown = chunk - known if known else chunk
         if not unknown:
             continue
