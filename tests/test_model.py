@@ -548,3 +548,17 @@ def test_fast_cidr_parser_agrees_with_ipaddress(text: str) -> None:
     except ValueError:
         got = None
     assert got == expect
+
+
+def test_ip_set_of_the_wrong_type_for_its_role_is_an_error() -> None:
+    s = DesiredState()
+    feed(
+        s,
+        ipset("s:net", ["10.0.0.0/8"]),
+        ipset("n:port", ["10.0.0.1,tcp:80"], t=1),
+        policy([pb.Rule(dst_named_port_ip_set_ids=["s:net"]), pb.Rule(src_ip_set_ids=["n:port"])]),
+        endpoint([POL]),
+    )
+    problems = s.endpoint_problems(WEP_KEY)
+    assert any("s:net" in p and "IP_AND_PORT" in p for p in problems), problems
+    assert any("n:port" in p and "IP or NET" in p for p in problems), problems

@@ -15,6 +15,8 @@ from typing import Any
 
 from .members import split_valid
 from .types import (
+    IPSET_IP_AND_PORT,
+    IPSET_TYPE_NAMES,
     VTEP,
     Encapsulation,
     EndpointKey,
@@ -326,12 +328,18 @@ class DesiredState:
         if obj.error:
             problems.add(obj.error)
         ipsets = self.ipsets
-        for set_id in obj.ip_set_ids():
+        for set_id, port_role in obj.ip_set_roles():
             ipset = ipsets.get(set_id)
             if ipset is None:
                 problems.add(f"{_describe(owner)} references unknown IP set {set_id}")
             elif ipset.bad_members:
                 problems.add(ipset.error or "")
+            elif (ipset.type == IPSET_IP_AND_PORT) != port_role:
+                wanted = "IP_AND_PORT" if port_role else "IP or NET"
+                problems.add(
+                    f"{_describe(owner)} uses IP set {set_id} of type "
+                    f"{IPSET_TYPE_NAMES.get(ipset.type, ipset.type)} where the rule needs {wanted}"
+                )
 
     # ----------------------------------------------------------------- hosts, pools, routes
 

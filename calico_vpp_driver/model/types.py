@@ -147,6 +147,14 @@ class Policy:
     def _ip_set_ids(self) -> frozenset[str]:
         return _rules_ip_set_ids(self.inbound_rules + self.outbound_rules)
 
+    def ip_set_roles(self) -> frozenset[tuple[str, bool]]:
+        """(IP set ID, used as an address-and-port set?) for every reference (computed once)."""
+        return self._ip_set_roles
+
+    @functools.cached_property
+    def _ip_set_roles(self) -> frozenset[tuple[str, bool]]:
+        return _rules_ip_set_roles(self.inbound_rules + self.outbound_rules)
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -162,6 +170,32 @@ class Profile:
     @functools.cached_property
     def _ip_set_ids(self) -> frozenset[str]:
         return _rules_ip_set_ids(self.inbound_rules + self.outbound_rules)
+
+    def ip_set_roles(self) -> frozenset[tuple[str, bool]]:
+        """(IP set ID, used as an address-and-port set?) for every reference (computed once)."""
+        return self._ip_set_roles
+
+    @functools.cached_property
+    def _ip_set_roles(self) -> frozenset[tuple[str, bool]]:
+        return _rules_ip_set_roles(self.inbound_rules + self.outbound_rules)
+
+
+def _rules_ip_set_roles(rules: tuple[Rule, ...]) -> frozenset[tuple[str, bool]]:
+    """Address sets (IP or NET members) vs address-and-port sets (IP_AND_PORT members):
+    a set of the wrong type for its role cannot be rendered exactly."""
+    roles: set[tuple[str, bool]] = set()
+    for r in rules:
+        for set_id in r.src_ip_set_ids + r.not_src_ip_set_ids + r.dst_ip_set_ids + r.not_dst_ip_set_ids:
+            roles.add((set_id, False))
+        for set_id in (
+            r.src_named_port_ip_set_ids
+            + r.not_src_named_port_ip_set_ids
+            + r.dst_named_port_ip_set_ids
+            + r.not_dst_named_port_ip_set_ids
+            + r.dst_ip_port_set_ids
+        ):
+            roles.add((set_id, True))
+    return frozenset(roles)
 
 
 def _rules_ip_set_ids(rules: tuple[Rule, ...]) -> frozenset[str]:

@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypeAlias
 
@@ -365,21 +365,6 @@ _ADDR_TYPES: Final = frozenset({IPSET_NET, IPSET_IP})
 _IP_PORT_TYPES: Final = frozenset({IPSET_IP_AND_PORT})
 
 
-def _rule_set_roles(rule: Rule) -> Iterable[tuple[str, frozenset[int]]]:
-    for set_id in (
-        rule.src_ip_set_ids + rule.not_src_ip_set_ids + rule.dst_ip_set_ids + rule.not_dst_ip_set_ids
-    ):
-        yield set_id, _ADDR_TYPES
-    for set_id in (
-        rule.src_named_port_ip_set_ids
-        + rule.not_src_named_port_ip_set_ids
-        + rule.dst_named_port_ip_set_ids
-        + rule.not_dst_named_port_ip_set_ids
-        + rule.dst_ip_port_set_ids
-    ):
-        yield set_id, _IP_PORT_TYPES
-
-
 def _set_problem(ipsets: dict[str, IPSet], set_id: str, allowed_types: frozenset[int]) -> str | None:
     ipset = ipsets.get(set_id)
     if ipset is None:
@@ -544,52 +529,12 @@ def rule_matches(state: DesiredState, rule: Rule, packet: Packet) -> bool:
 def endpoint_problems(state: DesiredState, ep: WorkloadEndpoint | HostEndpoint) -> list[str]:
     """Why the endpoint's policy cannot be evaluated exactly (empty = fine).
 
-    Like `DesiredState.endpoint_problems`, but ignores staged policies entirely
-    (never enforced) and also checks that each IP set's type suits its role.
+    The model's own answer (`DesiredState.endpoint_problems`: missing or
+    invalid policies, profiles and IP sets, IP sets of the wrong type for
+    their role; staged policies ignored), so the oracle fails closed on
+    exactly the endpoints the driver reports as "error".
     """
-    problems: list[str] = []
-    if ep.error:
-        problems.append(f"endpoint in error: {ep.error}")
-    tier_sets: tuple[tuple[TierInfo, ...], ...]
-    if isinstance(ep, HostEndpoint):
-        tier_sets = (ep.untracked_tiers, ep.pre_dnat_tiers, ep.tiers, ep.forward_tiers)
-    else:
-        tier_sets = (ep.tiers,)
-    seen: set[PolicyID] = set()
-    for tiers in tier_sets:
-        for tier in tiers:
-            for pid in tier.ingress_policies + tier.egress_policies:
-                if pid.staged or pid in seen:
-                    continue
-                seen.add(pid)
-                policy = state.policies.get(pid)
-                if policy is None:
-                    problems.append(f"references unknown policy {pid}")
-                    continue
-                problems.extend(_owner_problems(state, f"policy {pid}", policy))
-    for name in dict.fromkeys(ep.profile_ids):
-        profile = state.profiles.get(name)
-        if profile is None:
-            problems.append(f"references unknown profile {name}")
-            continue
-        problems.extend(_owner_problems(state, f"profile {name}", profile))
-    return problems
-
-
-def _owner_problems(state: DesiredState, what: str, obj: Policy | Profile) -> list[str]:
-    problems: list[str] = []
-    if obj.error:
-        problems.append(f"{what} in error: {obj.error}")
-    done: set[tuple[str, frozenset[int]]] = set()
-    for rule in obj.inbound_rules + obj.outbound_rules:
-        for set_id, allowed in _rule_set_roles(rule):
-            if (set_id, allowed) in done:
-                continue
-            done.add((set_id, allowed))
-            problem = _set_problem(state.ipsets, set_id, allowed)
-            if problem:
-                problems.append(f"{what}: {problem}")
-    return problems
+    return state.endpoint_problems(ep.id)
 
 
 def _error_verdict(problems: Sequence[str]) -> Verdict:
