@@ -263,12 +263,9 @@ class Session:
     def _maybe_apply(self) -> None:
         if not self.state.in_sync:
             return
-        if not self.state.dirty and not self.board_has_changes():
+        if not self.state.dirty and not self.board.has_changes():
             return
         self.apply()
-
-    def board_has_changes(self) -> bool:
-        return bool(self.board._changed)
 
     def apply(self) -> None:
         started = time.monotonic()
@@ -279,12 +276,8 @@ class Session:
         except Exception:
             log.exception("dataplane_apply_failed", dataplane=self.dataplane.name)
             self.metrics.apply_failures.inc()
-        for key, status, reason in self.reporter.flush(self.state, affected):
-            fields = {"endpoint": str(key), "status": status}
-            if status == "error":
-                log.warning("endpoint_status", reason=reason, **fields)
-            else:
-                log.info("endpoint_status", **fields)
+        # Removed endpoints leave the board before the flush (which sends their
+        # StatusRemove), so nothing reported meanwhile by another thread is lost.
         for key in dirty.workload_endpoints:
             if key not in self.state.workload_endpoints:
                 self.reporter.remember_endpoint(key, None)
@@ -292,7 +285,12 @@ class Session:
         for hkey in dirty.host_endpoints:
             if hkey not in self.state.host_endpoints:
                 self.board.forget(hkey)
-        self.board.take_changed()  # removals forgotten above need no status
+        for ep_key, status, reason in self.reporter.flush(self.state, affected):
+            fields = {"endpoint": str(ep_key), "status": status}
+            if status == "error":
+                log.warning("endpoint_status", reason=reason, **fields)
+            else:
+                log.info("endpoint_status", **fields)
         elapsed = time.monotonic() - started
         self.metrics.apply_seconds.observe(elapsed)
         self.metrics.observe_model(self.state, self.reporter.statuses())

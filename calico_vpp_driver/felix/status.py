@@ -67,6 +67,10 @@ class StatusBoard:
                 return Health.DOWN, "not programmed"
             return max(per.values(), key=lambda hr: hr[0])
 
+    def has_changes(self) -> bool:
+        with self._lock:
+            return bool(self._changed)
+
     def take_changed(self) -> set[EndpointKey]:
         with self._lock:
             changed, self._changed = self._changed, set()
