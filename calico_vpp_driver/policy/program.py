@@ -1,0 +1,226 @@
+"""The policy compiler: one endpoint's Calico policy as a backend-neutral program.
+
+A `Program` is what a VPP backend lowers (npol in `vpp/npol.py`, acl in `vpp/acl.py`). It is
+equivalent to `policy.verdict` for the endpoint and direction, and shaped so that both of VPP's
+engines can express it without interpretation:
+
+    for block in program.blocks (in order):
+        the first rule of the block that matches decides:
+            allow -> ALLOW, deny -> DENY, pass -> continue with the next block
+        no rule matched: block.end == "deny" -> DENY, "next" -> the next block
+    no block decided: program.final
+
+Every Calico construct maps onto that:
+
+* a tier is one block (its enforced policies' rules concatenated in order; staged policies
+  left out); Calico's pass / next-tier is `pass`; the end-of-tier drop is `end="deny"`
+  unless the tier's default action is Pass; a tier whose list is empty for the direction,
+  or holds only staged policies, produces no block;
+* a profile is one block with `end="next"` (a profile's pass also goes to the next profile);
+* `log` rules are dropped: they never change a verdict;
+* the workload egress drops of VXLAN and IP-in-IP come first, as one block;
+* an endpoint that is not active, or whose policy cannot be evaluated exactly
+  (`DesiredState.endpoint_problems`), gets no blocks at all: deny everything.
+
+Rules are normalized per IP family the way Felix renders them (`FilterRuleToIPVersion`):
+a rule is kept for a family only if it exists for it (`verdict.rule_exists_for_family`),
+its CIDR lists are cut to that family, and `ip_version` says which family it is for. A
+rule that is the same for both families (no CIDRs, no `ip_version`) stays one rule with
+`ip_version` 0. Rules are interned: equal rules are the same object, so backends can share
+what they render for them across endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from ..config import Config
+from ..model.state import DesiredState
+from ..model.types import (
+    PolicyID,
+    PortRange,
+    Rule,
+    TierInfo,
+    WorkloadEndpoint,
+    WorkloadEndpointID,
+)
+from .verdict import PROTO_IPIP, PROTO_UDP, Direction, Packet, rule_exists_for_family, rule_matches
+
+BlockEnd: TypeAlias = Literal["deny", "next"]
+
+# A block's identity, for sharing what a backend renders for it across endpoints:
+# ("tier", direction, tier name, enforced policy IDs, end) / ("profile", direction, name)
+# / ("workload-egress-drops", vxlan port or None, ipip?).
+BlockKey: TypeAlias = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    key: BlockKey
+    rules: tuple[Rule, ...]  # actions: allow, deny, pass
+    end: BlockEnd
+
+    def __str__(self) -> str:
+        return "/".join(str(k) for k in self.key[:3])
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    blocks: tuple[Block, ...]
+    final: Literal["allow", "deny"] = "deny"
+    # Why everything is denied (endpoint in error or not active); empty when the blocks apply.
+    denied_because: tuple[str, ...] = ()
+
+    @property
+    def deny_all(self) -> bool:
+        return not self.blocks and self.final == "deny"
+
+
+DENY_ALL = Program(())
+
+_RULE_CACHE: dict[Rule, tuple[Rule, ...]] = {}
+_INTERN: dict[Rule, Rule] = {}
+
+
+def _intern(rule: Rule) -> Rule:
+    return _INTERN.setdefault(rule, rule)
+
+
+def family_rules(rule: Rule) -> tuple[Rule, ...]:
+    """The rule as Felix renders it per family: zero, one or two rules (log rules: none)."""
+    cached = _RULE_CACHE.get(rule)
+    if cached is not None:
+        return cached
+    out: tuple[Rule, ...]
+    if rule.action == "log":
+        out = ()
+    elif (
+        rule.ip_version == 0
+        and not rule.src_net
+        and not rule.not_src_net
+        and not rule.dst_net
+        and not rule.not_dst_net
+    ):
+        out = (_intern(rule._replace(rule_id="", has_http_match=False)),)
+    else:
+        kept = []
+        for version in (4, 6):
+            if not rule_exists_for_family(rule, version):
+                continue
+            kept.append(
+                _intern(
+                    rule._replace(
+                        ip_version=version,
+                        src_net=tuple(n for n in rule.src_net if n.version == version),
+                        not_src_net=tuple(n for n in rule.not_src_net if n.version == version),
+                        dst_net=tuple(n for n in rule.dst_net if n.version == version),
+                        not_dst_net=tuple(n for n in rule.not_dst_net if n.version == version),
+                        rule_id="",
+                        has_http_match=False,
+                    )
+                )
+            )
+        out = tuple(kept)
+    if len(_RULE_CACHE) > 200_000:
+        _RULE_CACHE.clear()
+        _INTERN.clear()
+    _RULE_CACHE[rule] = out
+    return out
+
+
+def _rules_of(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    out: list[Rule] = []
+    for rule in rules:
+        out.extend(family_rules(rule))
+    return tuple(out)
+
+
+def tier_block(state: DesiredState, tier: TierInfo, direction: Direction) -> Block | None:
+    """A tier's block for one direction (None: the tier does not apply to it)."""
+    ids = tier.ingress_policies if direction == "ingress" else tier.egress_policies
+    enforced = tuple(pid for pid in ids if not pid.staged)
+    if not enforced:
+        return None
+    end: BlockEnd = "next" if tier.default_action == "Pass" else "deny"
+    return _block(state, ("tier", direction, tier.name, enforced, end), enforced, direction, end)
+
+
+def _block(
+    state: DesiredState, key: BlockKey, ids: tuple[PolicyID, ...], direction: Direction, end: BlockEnd
+) -> Block:
+    rules: list[Rule] = []
+    for pid in ids:
+        policy = state.policies[pid]
+        rules.extend(_rules_of(policy.inbound_rules if direction == "ingress" else policy.outbound_rules))
+    return Block(key, tuple(rules), end)
+
+
+def profile_block(state: DesiredState, name: str, direction: Direction) -> Block:
+    profile = state.profiles[name]
+    rules = profile.inbound_rules if direction == "ingress" else profile.outbound_rules
+    return Block(("profile", direction, name), _rules_of(rules), "next")
+
+
+def workload_egress_drops(config: Config) -> Block | None:
+    """Felix drops VXLAN and IP-in-IP packets from workloads before any policy (unless allowed)."""
+    rules: list[Rule] = []
+    vxlan = None if config.allow_vxlan_packets_from_workloads else config.vxlan_port
+    if vxlan is not None:
+        rules.append(_intern(Rule(action="deny", protocol=PROTO_UDP, dst_ports=(PortRange(vxlan, vxlan),))))
+    ipip = not config.allow_ipip_packets_from_workloads
+    if ipip:
+        rules.append(_intern(Rule(action="deny", protocol=PROTO_IPIP)))
+    if not rules:
+        return None
+    return Block(("workload-egress-drops", vxlan, ipip), tuple(rules), "next")
+
+
+def workload_program(
+    state: DesiredState, config: Config, key: WorkloadEndpointID, direction: Direction
+) -> Program:
+    """The program for a workload endpoint's ingress (to the pod) or egress (from it)."""
+    ep = state.workload_endpoints.get(key)
+    if ep is None:
+        return Program((), denied_because=(f"unknown workload endpoint {key}",))
+    problems = state.endpoint_problems(key)
+    if problems:
+        return Program((), denied_because=tuple(problems))
+    if not ep.active:
+        return Program((), denied_because=(f"endpoint state {ep.state!r} is not active",))
+    return _workload_blocks(state, config, ep, direction)
+
+
+def _workload_blocks(
+    state: DesiredState, config: Config, ep: WorkloadEndpoint, direction: Direction
+) -> Program:
+    blocks: list[Block] = []
+    if direction == "egress":
+        drops = workload_egress_drops(config)
+        if drops is not None:
+            blocks.append(drops)
+    for tier in ep.tiers:
+        block = tier_block(state, tier, direction)
+        if block is not None:
+            blocks.append(block)
+    for name in ep.profile_ids:
+        blocks.append(profile_block(state, name, direction))
+    return Program(tuple(blocks))
+
+
+def program_allows(state: DesiredState, program: Program, packet: Packet) -> bool:
+    """Run the program on one packet (the reference the backends' lowerings are tested against).
+
+    Raises `verdict.PolicyError` when a rule uses an IP set that is missing or of the wrong type.
+    """
+    for block in program.blocks:
+        for rule in block.rules:
+            if not rule_matches(state, rule, packet):
+                continue
+            if rule.action == "pass":
+                break
+            return rule.action == "allow"
+        else:
+            if block.end == "deny":
+                return False
+    return program.final == "allow"
