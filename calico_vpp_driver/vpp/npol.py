@@ -1,0 +1,316 @@
+"""Lowering a `policy.program.Program` to npol objects (pure: no I/O).
+
+What npol can and cannot say, and how each Calico construct is made exact
+(`sim/README.md` "npol" has the VPP source behind each fact):
+
+* npol only sees what cnat hands it: TCP, UDP and SCTP flows, and ICMP echo with the echo
+  identifier in place of the ICMP type and code. Every other protocol (IP-in-IP, GRE, ICMP
+  errors...) never reaches it, and its ICMP type/code filters compare the identifier. So the
+  npol backend renders here only what TCP/UDP/SCTP packets see, and the acl plugin judges
+  everything else on the same interface (`acl_rules.lower_program(delegate=NPOL_PROTOCOLS)`).
+  Every npol direction starts with the `OTHER_PROTOCOLS_ALLOW` rule, which hands every
+  non-TCP/UDP/SCTP packet that does reach npol (ICMP echo) to that ACL.
+* A block (tier or profile) is one npol policy. Calico's pass leaves the block: npol's LOG
+  action ends the evaluation of the current policy and continues with the next one, which
+  is exactly that (npol's PASS would jump to the profiles). The end-of-tier drop is a final
+  rule without criteria and action DENY. The program's final deny is the interface's
+  policy default. npol's own profile stage is not used.
+* A rule for one IP family without an address criterion gets a positive CIDR of the whole
+  family (npol has no family filter; a CIDR of the other family never matches).
+* Several `src_ip_set_ids` (AND in Calico, OR in npol) become one derived set holding their
+  intersection; so do several `dst_ip_set_ids`. `dst_ip_port_set_ids` (AND) together with
+  destination ports or named ports (which npol would OR with them) become one derived
+  IP_AND_PORT set: the intersection, kept to the members whose port is in a range or whose
+  (address, protocol, port) is in a named-port set.
+* Rules that cannot match a TCP/UDP/SCTP packet (another protocol, an ICMP criterion) are
+  left out of npol.
+
+Sets are named by `SetKey`s: ("felix", id) mirrors a Felix set; ("and", type, ids) and
+("ipport", ids, ranges, named ids) are derived. Rules are `NpolRuleSpec`s, values that name
+sets by key (the renderer turns keys into npol ids when it sends them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, TypeAlias
+
+from ..model.types import IPSET_IP_AND_PORT, IPNetwork, IPSet, PortRange, Rule
+from ..policy.program import Block
+
+# npol enums (npol.api).
+NPOL_IP = 0
+NPOL_IP_AND_PORT = 1
+NPOL_NET = 2
+ACTION_ALLOW = 0
+ACTION_DENY = 1
+ACTION_LOG = 2
+ENTRY_CIDR = 0
+ENTRY_PORT_RANGE = 1
+ENTRY_PORT_IP_SET = 2
+ENTRY_IP_SET = 3
+FILTER_NONE = 0
+FILTER_L4_PROTO = 3
+DEFAULT_ALLOW = 0
+DEFAULT_DENY = 1
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_SCTP = 132
+#: What npol judges; the acl plugin judges every other protocol on npol-backed interfaces.
+NPOL_PROTOCOLS: frozenset[int] = frozenset({PROTO_TCP, PROTO_UDP, PROTO_SCTP})
+_PROTO_BY_NAME = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}
+
+SetKey: TypeAlias = tuple[Any, ...]
+# A member of an npol set: a network (NET) or (address, protocol, port) (IP_AND_PORT).
+Member: TypeAlias = "IPNetwork | tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, int]"
+
+
+class Filter(NamedTuple):
+    type: int
+    value: int
+    should_match: bool
+
+
+class Entry(NamedTuple):
+    is_src: bool
+    is_not: bool
+    type: int
+    # ENTRY_CIDR: a network; ENTRY_PORT_RANGE: (start, end); ENTRY_*SET: a SetKey.
+    data: Any
+
+
+class NpolRuleSpec(NamedTuple):
+    action: int
+    filters: tuple[Filter, ...] = ()
+    entries: tuple[Entry, ...] = ()
+
+    def set_keys(self) -> tuple[SetKey, ...]:
+        return tuple(e.data for e in self.entries if e.type in (ENTRY_IP_SET, ENTRY_PORT_IP_SET))
+
+    def to_api(self, set_ids: Mapping[SetKey, int]) -> dict[str, Any]:
+        """The `npol_rule` fields, with set keys resolved to npol set ids."""
+        filters = [
+            {"type": f.type, "value": f.value, "should_match": int(f.should_match)} for f in self.filters
+        ]
+        while len(filters) < 3:
+            filters.append({"type": FILTER_NONE, "value": 0, "should_match": 0})
+        matches = []
+        for e in self.entries:
+            if e.type == ENTRY_CIDR:
+                data: dict[str, Any] = {"cidr": e.data}
+            elif e.type == ENTRY_PORT_RANGE:
+                data = {"port_range": {"start": e.data[0], "end": e.data[1]}}
+            else:
+                data = {"set_id": {"set_id": set_ids[e.data]}}
+            matches.append({"is_src": e.is_src, "is_not": e.is_not, "type": e.type, "data": data})
+        return {"action": self.action, "filters": filters, "matches": matches}
+
+
+#: First rule of every npol direction: packets other than TCP/UDP/SCTP are the ACL's to judge.
+OTHER_PROTOCOLS_ALLOW = NpolRuleSpec(
+    ACTION_ALLOW, tuple(Filter(FILTER_L4_PROTO, p, False) for p in sorted(NPOL_PROTOCOLS))
+)
+#: The end-of-tier drop.
+DENY_ALL = NpolRuleSpec(ACTION_DENY)
+
+_FAMILY_ALL = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+
+
+def _ranges(is_src: bool, is_not: bool, ranges: tuple[PortRange, ...]) -> list[Entry]:
+    return [Entry(is_src, is_not, ENTRY_PORT_RANGE, (r.first, r.last)) for r in ranges]
+
+
+def _nets(is_src: bool, is_not: bool, nets: tuple[IPNetwork, ...]) -> list[Entry]:
+    return [Entry(is_src, is_not, ENTRY_CIDR, n) for n in nets]
+
+
+def _addr_sets(is_src: bool, ids: tuple[str, ...]) -> list[Entry]:
+    """Calico ANDs the sets; npol ORs entries: one set, or the derived intersection."""
+    if not ids:
+        return []
+    uniq = tuple(sorted(set(ids)))
+    key: SetKey = ("felix", uniq[0]) if len(uniq) == 1 else ("and", NPOL_NET, uniq)
+    return [Entry(is_src, False, ENTRY_IP_SET, key)]
+
+
+def lower_rule(rule: Rule) -> NpolRuleSpec | None:
+    """The npol rule for a program rule, as TCP/UDP/SCTP packets see it (None: never matches)."""
+    if rule.protocol is not None and rule.protocol not in NPOL_PROTOCOLS:
+        return None
+    if rule.icmp is not None or rule.not_icmp is not None:
+        return None  # needs an ICMP packet
+    filters: list[Filter] = []
+    if rule.protocol is not None:
+        filters.append(Filter(FILTER_L4_PROTO, rule.protocol, True))
+    if rule.not_protocol is not None and rule.not_protocol in NPOL_PROTOCOLS:
+        if rule.protocol is None:
+            filters.append(Filter(FILTER_L4_PROTO, rule.not_protocol, False))
+        elif rule.protocol == rule.not_protocol:
+            return None
+    entries: list[Entry] = []
+    entries += _nets(True, False, rule.src_net)
+    entries += _nets(True, True, rule.not_src_net)
+    entries += _nets(False, False, rule.dst_net)
+    entries += _nets(False, True, rule.not_dst_net)
+    if rule.ip_version and not rule.src_net and not rule.dst_net:
+        entries.append(Entry(True, False, ENTRY_CIDR, _FAMILY_ALL[rule.ip_version]))
+    entries += _addr_sets(True, rule.src_ip_set_ids)
+    entries += _addr_sets(False, rule.dst_ip_set_ids)
+    entries += [Entry(True, True, ENTRY_IP_SET, ("felix", s)) for s in sorted(set(rule.not_src_ip_set_ids))]
+    entries += [Entry(False, True, ENTRY_IP_SET, ("felix", s)) for s in sorted(set(rule.not_dst_ip_set_ids))]
+    # Source ports: ranges OR named-port sets (npol's own OR group), negations must miss all.
+    entries += _ranges(True, False, rule.src_ports)
+    entries += [
+        Entry(True, False, ENTRY_PORT_IP_SET, ("felix", s))
+        for s in sorted(set(rule.src_named_port_ip_set_ids))
+    ]
+    entries += _ranges(True, True, rule.not_src_ports)
+    entries += [
+        Entry(True, True, ENTRY_PORT_IP_SET, ("felix", s))
+        for s in sorted(set(rule.not_src_named_port_ip_set_ids))
+    ]
+    # Destination ports, possibly folded with the service sets into one derived set.
+    if rule.dst_ip_port_set_ids:
+        ids = tuple(sorted(set(rule.dst_ip_port_set_ids)))
+        named = tuple(sorted(set(rule.dst_named_port_ip_set_ids)))
+        if len(ids) == 1 and not rule.dst_ports and not named:
+            key: SetKey = ("felix", ids[0])
+        else:
+            key = ("ipport", ids, tuple(rule.dst_ports), named)
+        entries.append(Entry(False, False, ENTRY_PORT_IP_SET, key))
+    else:
+        entries += _ranges(False, False, rule.dst_ports)
+        entries += [
+            Entry(False, False, ENTRY_PORT_IP_SET, ("felix", s))
+            for s in sorted(set(rule.dst_named_port_ip_set_ids))
+        ]
+    entries += _ranges(False, True, rule.not_dst_ports)
+    entries += [
+        Entry(False, True, ENTRY_PORT_IP_SET, ("felix", s))
+        for s in sorted(set(rule.not_dst_named_port_ip_set_ids))
+    ]
+    action = {"allow": ACTION_ALLOW, "deny": ACTION_DENY, "pass": ACTION_LOG}[rule.action]
+    return NpolRuleSpec(action, tuple(filters), tuple(entries))
+
+
+_LOWERED: dict[Rule, NpolRuleSpec | None] = {}
+
+
+def block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
+    """The npol policy's rules for a block (the end-of-tier drop included)."""
+    out: list[NpolRuleSpec] = []
+    for rule in block.rules:
+        if rule in _LOWERED:
+            spec = _LOWERED[rule]
+        else:
+            if len(_LOWERED) > 200_000:
+                _LOWERED.clear()
+            spec = _LOWERED[rule] = lower_rule(rule)
+        if spec is not None:
+            out.append(spec)
+    if block.end == "deny":
+        out.append(DENY_ALL)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------ set members
+
+
+def set_type(state_set: IPSet | None, key: SetKey) -> int:
+    """The npol type of the set a key names."""
+    if key[0] == "felix":
+        return NPOL_IP_AND_PORT if state_set is not None and state_set.type == IPSET_IP_AND_PORT else NPOL_NET
+    return NPOL_NET if key[0] == "and" else NPOL_IP_AND_PORT
+
+
+def felix_sets(key: SetKey) -> tuple[str, ...]:
+    """The Felix sets whose members a set key depends on."""
+    if key[0] == "felix":
+        return (key[1],)
+    if key[0] == "and":
+        return tuple(key[2])
+    return tuple(key[1]) + tuple(key[3])
+
+
+def parse_member(text: str, ip_and_port: bool) -> Member:
+    """A Felix member string as an npol member value (the model validated it already)."""
+    if ip_and_port:
+        addr, _, proto_port = text.rpartition(",")
+        proto, _, port = proto_port.partition(":")
+        return (ipaddress.ip_address(addr), _PROTO_BY_NAME[proto], int(port))
+    return ipaddress.ip_network(text, strict=False)
+
+
+def member_api(member: Member) -> dict[str, Any]:
+    if isinstance(member, tuple):
+        return {"val": {"tuple": {"address": member[0], "l4_proto": member[1], "port": member[2]}}}
+    return {"val": {"prefix": member}}
+
+
+def _intersect_nets(groups: list[set[IPNetwork]]) -> set[IPNetwork]:
+    """Prefixes covering exactly the addresses in every group (prefix containment only)."""
+    result = groups[0]
+    for other in groups[1:]:
+        out: set[IPNetwork] = set()
+        for a in result:
+            for b in other:
+                if a.version != b.version:
+                    continue
+                if a.subnet_of(b):  # type: ignore[arg-type]
+                    out.add(a)
+                elif b.subnet_of(a):  # type: ignore[arg-type]
+                    out.add(b)
+        result = out
+    return result
+
+
+def _members_of(ipsets: Mapping[str, IPSet], set_id: str, ip_and_port: bool) -> set[Any]:
+    ipset = ipsets.get(set_id)
+    if ipset is None:
+        return set()
+    return {parse_member(m, ip_and_port) for m in ipset.members}
+
+
+def derived_members(ipsets: Mapping[str, IPSet], key: SetKey) -> frozenset[Any]:
+    """The members of a derived set, computed from the Felix sets it depends on."""
+    if key[0] == "and":
+        groups = [_members_of(ipsets, s, False) for s in key[2]]
+        return frozenset(_intersect_nets(groups))
+    ids, ranges, named = key[1], key[2], key[3]
+    inter: set[Any] = _members_of(ipsets, ids[0], True)
+    for s in ids[1:]:
+        inter &= _members_of(ipsets, s, True)
+    if ranges or named:
+        named_members: set[Any] = set()
+        for s in named:
+            named_members |= _members_of(ipsets, s, True)
+        inter = {m for m in inter if any(r.first <= m[2] <= r.last for r in ranges) or m in named_members}
+    return frozenset(inter)
+
+
+def sort_members(members: Iterable[Any]) -> list[Any]:
+    """A stable order for sending (tests compare what was sent)."""
+    return sorted(
+        members, key=lambda m: (str(m[0]), m[1], m[2]) if isinstance(m, tuple) else (m.version, str(m))
+    )
+
+
+__all__ = [
+    "DENY_ALL",
+    "NPOL_PROTOCOLS",
+    "OTHER_PROTOCOLS_ALLOW",
+    "Entry",
+    "Filter",
+    "NpolRuleSpec",
+    "SetKey",
+    "block_rules",
+    "derived_members",
+    "felix_sets",
+    "lower_rule",
+    "member_api",
+    "parse_member",
+    "set_type",
+    "sort_members",
+]

@@ -1,0 +1,507 @@
+"""The npol objects the driver owns in VPP, and the incremental, make-before-break updates to them.
+
+`NpolStore.configure` takes the programs of the interfaces that changed and the Felix IP sets
+that changed, and sends only what differs from what VPP already has, in an order that never
+leaves an interface pointing at something missing:
+
+    1. member changes of sets already in VPP (one add/del message per set and direction);
+    2. new sets (create, then their members), new rules, new policies, changed policies
+       (`npol_policy_update`: one message, whatever the policy's size);
+    3. interfaces whose policy list changed (`npol_configure_policies`, one message each;
+       the cnat feature is enabled once, since npol runs only as a cnat hook);
+    4. only then deletes: policies no interface lists, rules no policy lists, sets no rule uses.
+
+Sharing: a rule is keyed by its content (`NpolRuleSpec`), so equal rules exist once; a policy
+is keyed by its block (tier with its policy list, or profile) and direction, so endpoints with
+the same tier share it, and a changed Calico rule costs one `npol_rule_create`, one
+`npol_policy_update` per distinct block that holds it, and one `npol_rule_delete`.
+
+npol deletes never check references (a deleted rule still listed by a policy matches every
+packet in a release VPP): the ordering above is what keeps that from ever happening.
+
+npol's IP_AND_PORT member delete removes more than asked (`sim/README.md`): such a set is
+rebuilt instead (new set, `npol_rule_update` of each rule using it, delete of the old set).
+
+npol has no dump API, so the store records what it created (`record()` / `adopt()`): a driver
+that restarts against the same VPP builds its objects anew, swaps every interface to them
+(one atomic `npol_configure_policies` each) and then deletes the recorded ones.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ..model.types import IPSet
+from ..policy.program import Block, BlockKey
+from . import npol
+from .npol import (
+    DEFAULT_DENY,
+    NPOL_IP_AND_PORT,
+    OTHER_PROTOCOLS_ALLOW,
+    NpolRuleSpec,
+    SetKey,
+)
+
+log = structlog.get_logger("calico_vpp_driver.vpp.npol")
+
+MEMBERS_PER_MESSAGE = 1000
+PolicyKey = tuple[BlockKey, bool]  # (block key, is_inbound = VPP rx)
+PRELUDE: BlockKey = ("other-protocols-to-acl",)
+
+
+class Requests(Protocol):
+    """The part of `VppClient` the stores use."""
+
+    def batch(self, requests: Iterable[Any], **kwargs: Any) -> list[Any]: ...
+
+
+class RenderError(Exception):
+    """VPP refused an operation; names the object."""
+
+
+@dataclass(slots=True)
+class _Set:
+    id: int
+    type: int
+    members: frozenset[Any]
+
+
+@dataclass(slots=True)
+class _Policy:
+    id: int
+    rules: tuple[NpolRuleSpec, ...]
+    users: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class InterfacePolicies:
+    """An interface's npol configuration: policy keys for VPP rx (pod egress) and tx (ingress)."""
+
+    rx: tuple[PolicyKey, ...]
+    tx: tuple[PolicyKey, ...]
+
+
+def _check(results: Sequence[Any], what: str) -> list[Any]:
+    replies = []
+    for res in results:
+        if res.error is not None:
+            raise RenderError(f"{what}: {res.obj or res.message}: {res.error}")
+        replies.append(res.reply)
+    return replies
+
+
+def _first_error(results: Sequence[Any], what: str) -> RenderError | None:
+    for res in results:
+        if res.error is not None:
+            return RenderError(f"{what}: {res.obj or res.message}: {res.error}")
+    return None
+
+
+class NpolStore:
+    def __init__(self, vpp: Requests) -> None:
+        self.vpp = vpp
+        self.sets: dict[SetKey, _Set] = {}
+        self.set_refs: Counter[SetKey] = Counter()
+        self.rules: dict[NpolRuleSpec, int] = {}
+        self.rule_refs: Counter[NpolRuleSpec] = Counter()
+        self.policies: dict[PolicyKey, _Policy] = {}
+        self.interfaces: dict[int, tuple[int, ...]] = {}  # sw_if_index -> the ids last configured
+        self.interface_keys: dict[int, InterfacePolicies] = {}
+        self.cnat_enabled: set[int] = set()
+        self._suspect: set[SetKey] = set()
+        self.calls: Counter[str] = Counter()
+        # Objects recorded by a previous driver process, deleted once nothing uses them.
+        self.stale: dict[str, set[int]] = {"set": set(), "rule": set(), "policy": set()}
+
+    # ------------------------------------------------------------------ public
+
+    def configure(
+        self,
+        ipsets: Mapping[str, IPSet],
+        interfaces: Mapping[int, tuple[Sequence[Block], Sequence[Block]] | None],
+        dirty_sets: Iterable[str] = (),
+    ) -> None:
+        """Make `interfaces` (sw_if_index -> (rx blocks, tx blocks), None = deny all but other
+        protocols) configured as given, with the IP sets' current members. Raises RenderError."""
+        wanted: dict[int, InterfacePolicies] = {}
+        contents: dict[PolicyKey, tuple[NpolRuleSpec, ...]] = {}
+        prelude_rx, prelude_tx = (PRELUDE, True), (PRELUDE, False)
+        contents[prelude_rx] = contents[prelude_tx] = (OTHER_PROTOCOLS_ALLOW,)
+        for sw, blocks in interfaces.items():
+            rx: list[PolicyKey] = [prelude_rx]
+            tx: list[PolicyKey] = [prelude_tx]
+            if blocks is not None:
+                for side, keys, is_rx in ((blocks[0], rx, True), (blocks[1], tx, False)):
+                    for block in side:
+                        pkey = (block.key, is_rx)
+                        if pkey not in contents:
+                            contents[pkey] = npol.block_rules(block)
+                        keys.append(pkey)
+            wanted[sw] = InterfacePolicies(tuple(rx), tuple(tx))
+
+        self._sync_sets(ipsets, set(dirty_sets))
+        new_rules = {spec for rules in contents.values() for spec in rules if spec not in self.rules}
+        new_sets = {k for spec in new_rules for k in spec.set_keys() if k not in self.sets}
+        self._create_sets(ipsets, new_sets)
+        self._create_rules(new_rules)
+        self._write_policies(contents)
+        self._configure_interfaces(wanted)
+        self._collect()
+
+    def enable_cnat(self, interfaces: Iterable[int]) -> None:
+        """Enable the cnat feature (and with it npol's hooks) on these interfaces, once each."""
+        todo = sorted(set(interfaces) - self.cnat_enabled)
+        self._send(
+            [
+                (
+                    "feature_cnat_enable_disable",
+                    {"sw_if_index": sw, "enable_disable": True},
+                    f"interface {sw}",
+                )
+                for sw in todo
+            ],
+            "cnat feature",
+        )
+        self.cnat_enabled.update(todo)
+
+    def forget_interface(self, sw_if_index: int) -> None:
+        """The interface is gone from VPP (its npol configuration went with it)."""
+        keys = self.interface_keys.pop(sw_if_index, None)
+        self.interfaces.pop(sw_if_index, None)
+        self.cnat_enabled.discard(sw_if_index)
+        if keys is not None:
+            for pkey in keys.rx + keys.tx:
+                pol = self.policies.get(pkey)
+                if pol is not None:
+                    pol.users.discard(sw_if_index)
+        self._collect()
+
+    def object_counts(self) -> dict[str, int]:
+        return {
+            "sets": len(self.sets),
+            "set_members": sum(len(s.members) for s in self.sets.values()),
+            "rules": len(self.rules),
+            "policies": len(self.policies),
+            "interfaces": len(self.interfaces),
+        }
+
+    # ------------------------------------------------------------------ record / adopt
+
+    def record(self) -> dict[str, Any]:
+        """What to persist so a restarted driver can delete these objects once it replaced them."""
+        return {
+            "sets": sorted(s.id for s in self.sets.values()) + sorted(self.stale["set"]),
+            "rules": sorted(self.rules.values()) + sorted(self.stale["rule"]),
+            "policies": sorted(p.id for p in self.policies.values()) + sorted(self.stale["policy"]),
+            "interfaces": sorted(self.interfaces),
+        }
+
+    def adopt(self, record: Mapping[str, Any]) -> None:
+        """Take over a previous process's objects: they are deleted after the first configure
+        that no longer needs them (every interface is reconfigured before that)."""
+        self.stale["set"].update(int(x) for x in record.get("sets", ()))
+        self.stale["rule"].update(int(x) for x in record.get("rules", ()))
+        self.stale["policy"].update(int(x) for x in record.get("policies", ()))
+        for sw in record.get("interfaces", ()):
+            self.cnat_enabled.add(int(sw))
+            self.interfaces.setdefault(int(sw), ())
+
+    # ------------------------------------------------------------------ internals
+
+    def _send(self, requests: list[tuple[str, dict[str, Any], str]], what: str) -> list[Any]:
+        """Send; raise RenderError naming the first refused request (after all were sent)."""
+        return _check(self._results(requests), what)
+
+    def _results(self, requests: list[tuple[str, dict[str, Any], str]]) -> list[Any]:
+        if not requests:
+            return []
+        for name, _f, _o in requests:
+            self.calls[name] += 1
+        return self.vpp.batch(requests)
+
+    def _desired_members(self, ipsets: Mapping[str, IPSet], key: SetKey) -> tuple[int, frozenset[Any]]:
+        if key[0] == "felix":
+            ipset = ipsets.get(key[1])
+            stype = npol.set_type(ipset, key)
+            raw = frozenset(ipset.members) if ipset is not None else frozenset()
+            return stype, raw
+        return npol.set_type(None, key), npol.derived_members(ipsets, key)
+
+    def _encode(self, key: SetKey, stype: int, members: Iterable[Any]) -> list[dict[str, Any]]:
+        if key[0] == "felix":
+            parsed = [npol.parse_member(m, stype == NPOL_IP_AND_PORT) for m in members]
+        else:
+            parsed = list(members)
+        return [npol.member_api(m) for m in npol.sort_members(parsed)]
+
+    def _member_requests(
+        self, key: SetKey, set_id: int, stype: int, members: Iterable[Any], is_add: bool
+    ) -> list[tuple[str, dict[str, Any], str]]:
+        encoded = self._encode(key, stype, members)
+        return [
+            (
+                "npol_ipset_add_del_members",
+                {"set_id": set_id, "is_add": is_add, "members": encoded[i : i + MEMBERS_PER_MESSAGE]},
+                f"ipset {_describe(key)}",
+            )
+            for i in range(0, len(encoded), MEMBERS_PER_MESSAGE)
+        ]
+
+    def _sync_sets(self, ipsets: Mapping[str, IPSet], dirty: set[str]) -> None:
+        if not dirty and not self._suspect:
+            return
+        requests: list[tuple[str, dict[str, Any], str]] = []
+        keys: list[SetKey] = []
+        rebuild: list[SetKey] = [k for k in self._suspect if k in self.sets]
+        self._suspect.clear()
+        for key, owned in self.sets.items():
+            if key in rebuild or dirty.isdisjoint(npol.felix_sets(key)):
+                continue
+            stype, members = self._desired_members(ipsets, key)
+            if stype != owned.type:
+                rebuild.append(key)
+                continue
+            removed = owned.members - members
+            added = members - owned.members
+            if removed and owned.type == NPOL_IP_AND_PORT:
+                rebuild.append(key)  # npol's member delete removes more than asked
+                continue
+            sent = self._member_requests(key, owned.id, owned.type, added, True)
+            sent += self._member_requests(key, owned.id, owned.type, removed, False)
+            requests += sent
+            keys += [key] * len(sent)
+            owned.members = members
+        results = self._results(requests)
+        for key, res in zip(keys, results, strict=True):
+            if res.error is not None:
+                self._suspect.add(key)  # VPP's content is unknown now: rebuilt next time
+        for key in rebuild:
+            self._rebuild_set(ipsets, key)
+        error = _first_error(results, "IP set members")
+        if error is not None:
+            raise error
+
+    def _rebuild_set(self, ipsets: Mapping[str, IPSet], key: SetKey) -> None:
+        old = self.sets.pop(key)
+        self._create_sets(ipsets, {key})
+        users = [spec for spec in self.rules if key in spec.set_keys()]
+        ids = self._set_ids()
+        self._send(
+            [
+                ("npol_rule_update", {"rule_id": self.rules[spec], "rule": spec.to_api(ids)}, "rule")
+                for spec in users
+            ],
+            f"rules using rebuilt set {_describe(key)}",
+        )
+        self._send([("npol_ipset_delete", {"set_id": old.id}, f"ipset {_describe(key)}")], "set delete")
+
+    def _create_sets(self, ipsets: Mapping[str, IPSet], keys: set[SetKey]) -> None:
+        if not keys:
+            return
+        ordered = sorted(keys, key=repr)
+        wanted = [self._desired_members(ipsets, k) for k in ordered]
+        results = self._results(
+            [
+                ("npol_ipset_create", {"type": stype}, f"ipset {_describe(k)}")
+                for k, (stype, _m) in zip(ordered, wanted, strict=True)
+            ]
+        )
+        requests: list[tuple[str, dict[str, Any], str]] = []
+        for key, (stype, members), res in zip(ordered, wanted, results, strict=True):
+            if res.error is None:
+                # Recorded empty until its members are in: a failed fill is retried by a diff.
+                self.sets[key] = _Set(int(res.reply.set_id), stype, frozenset())
+                requests += self._member_requests(key, int(res.reply.set_id), stype, members, True)
+        error = _first_error(results, "IP set create")
+        fill = self._results(requests)
+        error = error or _first_error(fill, "IP set members")
+        if error is None:
+            for key, (_stype, members) in zip(ordered, wanted, strict=True):
+                self.sets[key].members = members
+        if error is not None:
+            raise error
+
+    def _set_ids(self) -> dict[SetKey, int]:
+        return {k: s.id for k, s in self.sets.items()}
+
+    def _create_rules(self, specs: set[NpolRuleSpec]) -> None:
+        if not specs:
+            return
+        ordered = list(specs)
+        ids = self._set_ids()
+        results = self._results(
+            [("npol_rule_create", {"rule": spec.to_api(ids)}, "rule") for spec in ordered]
+        )
+        for spec, res in zip(ordered, results, strict=True):
+            if res.error is None:
+                self.rules[spec] = int(res.reply.rule_id)
+                self.rule_refs[spec] += 0  # known to the collector even if no policy takes it
+                for k in spec.set_keys():
+                    self.set_refs[k] += 1
+        error = _first_error(results, "rule create")
+        if error is not None:
+            raise error
+
+    def _policy_fields(self, pkey: PolicyKey, rules: tuple[NpolRuleSpec, ...]) -> dict[str, Any]:
+        return {"rules": [{"is_inbound": pkey[1], "rule_id": self.rules[spec]} for spec in rules]}
+
+    def _write_policies(self, contents: Mapping[PolicyKey, tuple[NpolRuleSpec, ...]]) -> None:
+        creates: list[PolicyKey] = []
+        updates: list[tuple[PolicyKey, tuple[NpolRuleSpec, ...]]] = []
+        for pkey, rules in contents.items():
+            owned = self.policies.get(pkey)
+            if owned is None:
+                creates.append(pkey)
+            elif owned.rules != rules:
+                updates.append((pkey, owned.rules))
+        results = self._results(
+            [("npol_policy_create", self._policy_fields(k, contents[k]), _describe_block(k)) for k in creates]
+        )
+        for pkey, res in zip(creates, results, strict=True):
+            if res.error is None:
+                self.policies[pkey] = _Policy(int(res.reply.policy_id), contents[pkey])
+                self.rule_refs.update(contents[pkey])
+        error = _first_error(results, "policy create")
+        results = self._results(
+            [
+                (
+                    "npol_policy_update",
+                    {"policy_id": self.policies[k].id, **self._policy_fields(k, contents[k])},
+                    _describe_block(k),
+                )
+                for k, _old in updates
+            ]
+        )
+        for (pkey, old_rules), res in zip(updates, results, strict=True):
+            if res.error is None:
+                self.policies[pkey].rules = contents[pkey]
+                self.rule_refs.update(contents[pkey])
+                self.rule_refs.subtract(old_rules)
+        error = error or _first_error(results, "policy update")
+        if error is not None:
+            raise error
+
+    def _configure_interfaces(self, wanted: Mapping[int, InterfacePolicies]) -> None:
+        requests: list[tuple[str, dict[str, Any], str]] = []
+        changed: list[tuple[int, InterfacePolicies, tuple[int, ...]]] = []
+        for sw, keys in wanted.items():
+            rx_ids = [self.policies[k].id for k in keys.rx]
+            tx_ids = [self.policies[k].id for k in keys.tx]
+            ids = tuple(rx_ids + tx_ids)
+            old_keys = self.interface_keys.get(sw)
+            if old_keys == keys and self.interfaces.get(sw) == ids:
+                continue
+            requests.append(
+                (
+                    "npol_configure_policies",
+                    {
+                        "sw_if_index": sw,
+                        "num_rx_policies": len(rx_ids),
+                        "num_tx_policies": len(tx_ids),
+                        "total_ids": len(ids),
+                        "invert_rx_tx": 0,
+                        "policy_default_rx": DEFAULT_DENY,
+                        "policy_default_tx": DEFAULT_DENY,
+                        "profile_default_rx": DEFAULT_DENY,
+                        "profile_default_tx": DEFAULT_DENY,
+                        "policy_ids": list(ids),
+                    },
+                    f"interface {sw}",
+                )
+            )
+            changed.append((sw, keys, ids))
+        results = self.vpp.batch(requests) if requests else []
+        self.calls["npol_configure_policies"] += len(requests)
+        failed: list[str] = []
+        for (sw, keys, ids), res in zip(changed, results, strict=True):
+            if res.error is not None or (res.reply is not None and getattr(res.reply, "retval", 0) != 0):
+                failed.append(f"interface {sw}: {res.error or f'retval {res.reply.retval}'}")
+                continue
+            old_keys = self.interface_keys.get(sw)
+            if old_keys is not None:
+                for pkey in old_keys.rx + old_keys.tx:
+                    pol = self.policies.get(pkey)
+                    if pol is not None:
+                        pol.users.discard(sw)
+            for pkey in keys.rx + keys.tx:
+                self.policies[pkey].users.add(sw)
+            self.interface_keys[sw] = keys
+            self.interfaces[sw] = ids
+        # Keep users of unchanged interfaces (their keys may have been recomputed).
+        for sw, keys in wanted.items():
+            if self.interface_keys.get(sw) == keys:
+                for pkey in keys.rx + keys.tx:
+                    self.policies[pkey].users.add(sw)
+        cnat = [
+            ("feature_cnat_enable_disable", {"sw_if_index": sw, "enable_disable": True}, f"interface {sw}")
+            for sw in wanted
+            if sw in self.interface_keys and sw not in self.cnat_enabled
+        ]
+        self._send(cnat, "cnat feature")
+        self.cnat_enabled.update(sw for _n, f, _o in cnat for sw in (f["sw_if_index"],))
+        if failed:
+            raise RenderError("; ".join(failed))
+
+    def _collect(self) -> None:
+        """Delete what nothing uses any more: policies, then rules, then sets."""
+        dead_policies = [k for k, p in self.policies.items() if not p.users]
+        requests = [
+            ("npol_policy_delete", {"policy_id": self.policies[k].id}, _describe_block(k))
+            for k in dead_policies
+        ]
+        requests += [
+            ("npol_policy_delete", {"policy_id": i}, "stale policy") for i in sorted(self.stale["policy"])
+        ]
+        for k in dead_policies:
+            self.rule_refs.subtract(self.policies.pop(k).rules)
+        self._send_deletes(requests)
+        self.stale["policy"].clear()
+        dead_rules = [spec for spec, n in self.rule_refs.items() if n <= 0]
+        requests = []
+        for spec in dead_rules:
+            del self.rule_refs[spec]
+            rule_id = self.rules.pop(spec, None)
+            if rule_id is None:
+                continue
+            requests.append(("npol_rule_delete", {"rule_id": rule_id}, "rule"))
+            for k in spec.set_keys():
+                self.set_refs[k] -= 1
+        requests += [("npol_rule_delete", {"rule_id": i}, "stale rule") for i in sorted(self.stale["rule"])]
+        self._send_deletes(requests)
+        self.stale["rule"].clear()
+        dead_sets = [k for k in self.sets if self.set_refs[k] <= 0]
+        requests = []
+        for k in dead_sets:
+            self.set_refs.pop(k, None)
+            requests.append(("npol_ipset_delete", {"set_id": self.sets.pop(k).id}, f"ipset {_describe(k)}"))
+        requests += [("npol_ipset_delete", {"set_id": i}, "stale ipset") for i in sorted(self.stale["set"])]
+        self._send_deletes(requests)
+        self.stale["set"].clear()
+
+    def _send_deletes(self, requests: list[tuple[str, dict[str, Any], str]]) -> None:
+        """Deletes: a failure is logged (the object may be gone already), never fatal."""
+        if not requests:
+            return
+        for name, _f, _o in requests:
+            self.calls[name] += 1
+        for (name, _fields, obj), res in zip(requests, self.vpp.batch(requests), strict=True):
+            if res.error is not None:
+                log.warning("npol_delete_failed", message=name, object=obj, error=str(res.error))
+
+
+def _describe(key: SetKey) -> str:
+    if key[0] == "felix":
+        return str(key[1])
+    if key[0] == "and":
+        return "AND(" + ",".join(key[2]) + ")"
+    return "IPPORT(" + ",".join(key[1]) + ")"
+
+
+def _describe_block(pkey: PolicyKey) -> str:
+    key, is_rx = pkey
+    return f"{'/'.join(str(k) for k in key[:3])} ({'rx' if is_rx else 'tx'})"
