@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -107,7 +108,19 @@ class _ProcessHooks:
 
 
 def _make_dataplane() -> Dataplane:
-    return ModelOnlyDataplane()
+    """The VPP dataplane; `CALICO_VPP_DATAPLANE=model-only` keeps the model without any VPP
+    (for exercising the Felix side alone)."""
+    if os.environ.get("CALICO_VPP_DATAPLANE", "") == "model-only":
+        return ModelOnlyDataplane()
+    from .vpp.client import VppClient
+    from .vpp.dataplane import VppDataplane
+
+    return VppDataplane(lambda cfg: _started(VppClient.from_config(cfg, connect_timeout=2.0)))
+
+
+def _started(client: Any) -> Any:
+    client.start()
+    return client
 
 
 def _log_framing_error(exc: FramingError) -> None:
@@ -341,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--vpp",
             default="sim",
             metavar="sim|SOCKET",
-            help="'sim' (default) or VPP's API socket; this build programs no VPP either way",
+            help="'sim' (default: the driver programs the VPP simulator), 'oracle' (no VPP: the policy oracle alone) or VPP's API socket",
         )
         p.add_argument(
             "--backend",

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import structlog
 
+from .config import Config
 from .felix.status import StatusBoard
 from .model.state import DesiredState, Dirty
 
@@ -32,6 +33,9 @@ class Dataplane(Protocol):
         it on the board as ERROR and go on.
         """
 
+    def configure(self, cfg: Config) -> None:
+        """Felix's configuration arrived or changed (called before the first apply)."""
+
     def new_felix_session(self) -> None:
         """A new Felix connection starts: the next apply after its InSync is a full resync."""
 
@@ -42,8 +46,8 @@ class Dataplane(Protocol):
 class ModelOnlyDataplane:
     """Programs nothing: the model is kept and statuses reported, no VPP is touched.
 
-    This is the driver's dataplane until VPP programming lands (see README);
-    it reports nothing, so every endpoint is honestly "down".
+    For tests of the Felix side (`CALICO_VPP_DATAPLANE=model-only`); it reports
+    nothing, so every endpoint is honestly "down".
     """
 
     name = "model-only"
@@ -59,6 +63,9 @@ class ModelOnlyDataplane:
                 detail="this build keeps Felix's desired state but programs no VPP; endpoints stay 'down'",
             )
             self._warned = True
+
+    def configure(self, cfg: Config) -> None:
+        pass
 
     def new_felix_session(self) -> None:
         pass

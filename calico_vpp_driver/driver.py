@@ -239,6 +239,7 @@ class Session:
         first = self.config is None
         self.config = cfg
         log_mod.configure(cfg.log_severity_screen)
+        self.dataplane.configure(cfg)
         for problem in problems:
             log.error("bad_config", parameter=problem.name, value=problem.raw, problem=str(problem))
         if cfg.reporting_interval_secs > 0:

@@ -1,0 +1,451 @@
+"""The VPP dataplane: Felix's desired policy, compiled and programmed into VPP, statuses reported.
+
+Per apply (after Felix's InSync), for the endpoints whose policy may have changed:
+
+1. bind each workload endpoint to its VPP interface: the interface whose tag is the endpoint's
+   `name` (the host-side interface name Felix and the CNI plugin agree on); an endpoint
+   without one is "down" until it appears;
+2. compile both directions (`policy.program`), and lower them for the backend:
+   * **npol** (VPP with the npol plugin): tiers and profiles as npol policies (`vpp/npol.py`,
+     `vpp/npol_store.py`) for TCP/UDP/SCTP, which is all npol sees, plus an ACL per direction
+     (`vpp/acl_rules.py`) that judges every other protocol with the same program;
+   * **acl** (any VPP): the whole program as one ACL per direction;
+3. program VPP make-before-break: shared objects first, then the interfaces, then deletes;
+4. report each endpoint "up" once its policy is in VPP, "error" (with the reason) when VPP
+   refused it; every other endpoint is still served.
+
+Fail closed: an interface known to face a pod is never left without policy. Before its
+endpoint is programmed, while its endpoint is in error or not active, and after its
+endpoint is removed, it carries the deny-all ACL (and, with npol, a configuration that
+denies TCP/UDP/SCTP by default). The deny-all ACL is installed before anything else on a
+new interface and replaced only by a complete program.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import ip_network
+from typing import Any
+
+import structlog
+
+from ..config import Config
+from ..felix.status import Health, StatusBoard
+from ..model.state import DesiredState, Dirty
+from ..model.types import WorkloadEndpointID
+from ..policy.program import Block, Program, workload_program
+from . import acl_rules
+from .acl_rules import AclRule, AclTooLarge
+from .acl_store import AclStore, tag_for
+from .npol import NPOL_PROTOCOLS
+from .npol_store import NpolStore, RenderError
+
+log = structlog.get_logger("calico_vpp_driver.vpp.dataplane")
+
+STATUS_FAMILY = "vpp"
+INTERFACE_REFRESH_SECONDS = 0.5
+CONNECT_RETRY_SECONDS = 5.0
+STATE_FILE = "npol-objects.json"
+
+DENY_ALL_RULES: tuple[AclRule, ...] = tuple(
+    AclRule(0, ip_network(net), ip_network(net), 0, 0, 65535, 0, 65535) for net in ("0.0.0.0/0", "::/0")
+)
+DENY_ALL_TAG = tag_for(("deny-all",))
+
+
+@dataclass(frozen=True, slots=True)
+class _Programs:
+    ingress: Program
+    egress: Program
+
+
+class VppDataplane:
+    """`Dataplane` implementation over a `VppClient`-like object (`batch`, `dump`, `supports`,
+    `generation`, `instance_id`)."""
+
+    name = "vpp"
+
+    def __init__(
+        self,
+        client_factory: Callable[[Config], Any],
+        *,
+        backend: str | None = None,
+        config: Config | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        acl_limit: int = 65536,
+    ) -> None:
+        self._client_factory = client_factory
+        self._forced_backend = backend
+        self.config = config or Config()
+        self._clock = clock
+        self._acl_limit = acl_limit
+        self.client: Any = None
+        self.backend = ""
+        self._generation = 0
+        self.acls: AclStore | None = None
+        self.npol: NpolStore | None = None
+        self._full = True
+        self._by_tag: dict[str, int] = {}
+        self._last_refresh = -1e9
+        self._bound: dict[WorkloadEndpointID, int] = {}
+        self._pod_interfaces: set[int] = set()  # interfaces known to face pods
+        self._programs: dict[WorkloadEndpointID, _Programs] = {}
+        self._acl_cache: dict[tuple[str, Program], tuple[AclRule, ...] | str] = {}
+        self._relevant_cache: dict[Program, frozenset[str]] = {}
+        self._recorded: dict[str, Any] | None = None
+        self._retry_at = 0.0
+        self._backoff = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self, cfg: Config) -> None:
+        if cfg != self.config:
+            self.config = cfg
+            self._full = True
+
+    def new_felix_session(self) -> None:
+        self._full = True
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:
+                log.exception("vpp_client_close_failed")
+
+    def connect(self) -> None:
+        """Connect to VPP, choose the backend, take over what a previous driver left."""
+        if self.client is None:
+            self.client = self._client_factory(self.config)
+        self.backend = ""
+        wanted = self._forced_backend or self.config.vpp_policy_backend
+        if wanted == "auto":
+            wanted = "npol" if self.client.supports("npol") and self.client.supports("acl") else "acl"
+        for feature in ("acl",) if wanted == "acl" else ("npol", "acl"):
+            if not self.client.supports(feature):
+                raise RenderError(
+                    f"policy backend {wanted} needs VPP's {feature} plugin, which is not loaded"
+                )
+        self.backend = wanted
+        self._reset_stores()
+        log.info("vpp_policy_backend", backend=wanted, vpp_instance=self.client.instance_id)
+
+    def _reset_stores(self) -> None:
+        self._generation = self.client.generation
+        self.acls = AclStore(self.client)
+        self.npol = NpolStore(self.client) if self.backend == "npol" else None
+        self._by_tag.clear()
+        self._bound.clear()
+        self._programs.clear()
+        self._last_refresh = -1e9
+        self._full = True
+        adopted = self.acls.adopt()
+        lists = self._dump_acl_lists()
+        self.acls.adopt_interfaces(lists)
+        self._pod_interfaces.update(sw for sw, (ins, outs) in lists.items() if ins or outs)
+        if self.npol is not None:
+            record = self._load_record()
+            if record is not None:
+                self.npol.adopt(record)
+                self._pod_interfaces.update(int(sw) for sw in record.get("interfaces", ()))
+        if adopted:
+            log.info("vpp_objects_adopted", acls=adopted, interfaces=len(self._pod_interfaces))
+
+    def _dump_acl_lists(self) -> dict[int, tuple[list[int], list[int]]]:
+        out: dict[int, tuple[list[int], list[int]]] = {}
+        for d in self.client.dump("acl_interface_list_dump", sw_if_index=0xFFFFFFFF):
+            acls = list(d.acls)[: d.count]
+            out[int(d.sw_if_index)] = (acls[: d.n_input], acls[d.n_input :])
+        return out
+
+    # ------------------------------------------------------------------ the npol record
+
+    def _record_path(self) -> str:
+        return os.path.join(self.config.vpp_state_dir, STATE_FILE)
+
+    def _load_record(self) -> dict[str, Any] | None:
+        path = self._record_path()
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.error("npol_record_unreadable", path=path, error=str(exc))
+            return None
+        if data.get("vpp_instance") != self.client.instance_id:
+            log.info("npol_record_of_another_vpp", path=path, detail="VPP restarted: its objects are gone")
+            return None
+        npol_record: dict[str, Any] = data.get("npol", {})
+        return npol_record
+
+    def _save_record(self) -> None:
+        if self.npol is None:
+            return
+        record = self.npol.record()
+        if record == self._recorded:
+            return
+        path = self._record_path()
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"vpp_instance": self.client.instance_id, "npol": record}, f)
+            os.replace(tmp, path)
+            self._recorded = record
+        except OSError as exc:
+            log.error("npol_record_not_written", path=path, error=str(exc))
+
+    # ------------------------------------------------------------------ interfaces
+
+    def _refresh_interfaces(self, force: bool = False) -> None:
+        now = self._clock()
+        if not force and now - self._last_refresh < INTERFACE_REFRESH_SECONDS:
+            return
+        self._last_refresh = now
+        by_tag = {}
+        every = set()
+        for d in self.client.dump("sw_interface_dump", sw_if_index=0xFFFFFFFF):
+            tag = str(d.tag).rstrip("\x00")
+            if tag:
+                by_tag[tag] = int(d.sw_if_index)
+            if int(d.sw_if_index) != 0:
+                every.add(int(d.sw_if_index))
+        self._by_tag = by_tag
+        if self.npol is not None:
+            # npol runs only as a cnat hook, and a pod's ingress (VPP tx) hook runs only for
+            # packets cnat looked up on the interface they came in by: cnat goes on everywhere.
+            self.npol.enable_cnat(every)
+
+    def register_pod_interface(self, sw_if_index: int) -> None:
+        """A new interface facing a pod (CNI): deny everything on it now."""
+        self._pod_interfaces.add(sw_if_index)
+        self._program_interfaces({sw_if_index: None}, DesiredState(), ())
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, state: DesiredState, dirty: Dirty, board: StatusBoard) -> None:
+        if self.client is None or not self.backend:
+            now = self._clock()
+            if now < self._retry_at:
+                state.dirty.other.add("vpp-retry")  # come back at the next batch
+                return
+            try:
+                self.connect()
+            except Exception as exc:
+                self._retry_at = now + CONNECT_RETRY_SECONDS
+                log.error("vpp_unavailable", error=str(exc), retry_in_seconds=CONNECT_RETRY_SECONDS)
+                state.dirty.other.add("vpp-retry")
+                for key in state.workload_endpoints:
+                    board.report(key, STATUS_FAMILY, Health.DOWN, f"VPP unavailable: {exc}")
+                return
+        elif self.client.generation != self._generation:
+            log.warning("vpp_restarted", detail="reprogramming everything from the model")
+            self._reset_stores()
+        if "vpp-retry" in dirty.other and self._clock() < self._retry_at:
+            state.dirty.other.add("vpp-retry")  # backing off: come back at a later batch
+            state.dirty.ipsets |= dirty.ipsets
+            return
+        full = self._full or bool(dirty.other & {"in_sync", "vpp-retry"})
+        if full:
+            keys: set[WorkloadEndpointID] = set(state.workload_endpoints)
+            self._refresh_interfaces(force=True)
+        else:
+            keys = {k for k in state.endpoints_affected(dirty) if isinstance(k, WorkloadEndpointID)}
+            waiting = [k for k in state.workload_endpoints if k not in self._bound]
+            if waiting:
+                self._refresh_interfaces()
+                keys.update(k for k in waiting if state.workload_endpoints[k].name in self._by_tag)
+        removed = {k for k in self._bound if k not in state.workload_endpoints}
+        sets_only = not full and not (
+            dirty.policies
+            or dirty.profiles
+            or dirty.workload_endpoints
+            or dirty.host_endpoints
+            or dirty.other
+        )
+        try:
+            self._apply(state, keys, removed, dirty.ipsets, sets_only, full, board)
+        except RenderError as exc:
+            self._backoff = min(self._backoff * 2, 30.0) if self._backoff else 1.0
+            self._retry_at = self._clock() + self._backoff
+            log.error("vpp_programming_failed", error=str(exc), retry_in_seconds=self._backoff)
+            for key in keys:
+                if key in state.workload_endpoints:
+                    board.report(key, STATUS_FAMILY, Health.ERROR, f"VPP refused its policy: {exc}")
+            self._full = True  # the retry recomputes everything (cheap: diffs against what VPP has)
+            state.dirty.other.add("vpp-retry")
+            self._save_record()
+            return
+        self._backoff = 0.0
+        if full:
+            self._full = False
+        self._save_record()
+
+    def _apply(
+        self,
+        state: DesiredState,
+        keys: set[WorkloadEndpointID],
+        removed: set[WorkloadEndpointID],
+        dirty_sets: set[str],
+        sets_only: bool,
+        full: bool,
+        board: StatusBoard,
+    ) -> None:
+        targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
+        for key in removed:
+            sw = self._bound.pop(key, None)
+            self._programs.pop(key, None)
+            if sw is not None:
+                targets[sw] = None
+        waiting: list[WorkloadEndpointID] = []
+        for key in sorted(keys):
+            ep = state.workload_endpoints.get(key)
+            if ep is None:
+                continue
+            sw = self._by_tag.get(ep.name, self._bound.get(key))
+            if sw is None:
+                waiting.append(key)
+                continue
+            old_sw = self._bound.get(key)
+            if old_sw is not None and old_sw != sw:
+                targets.setdefault(old_sw, None)
+            self._bound[key] = sw
+            self._pod_interfaces.add(sw)
+            programs = _Programs(
+                workload_program(state, self.config, key, "ingress"),
+                workload_program(state, self.config, key, "egress"),
+            )
+            if (
+                sets_only
+                and self._programs.get(key) == programs
+                and not self._acl_sets_matter(programs, dirty_sets)
+            ):
+                continue  # only IP set members changed, and npol's sets carry them
+            self._programs[key] = programs
+            targets[sw] = (key, programs)
+        if full:
+            bound = set(self._bound.values())
+            for sw in self._pod_interfaces - bound:
+                if sw in self._by_tag.values():
+                    targets.setdefault(sw, None)
+        for key in waiting:
+            name = state.workload_endpoints[key].name
+            board.report(key, STATUS_FAMILY, Health.DOWN, f"waiting for its VPP interface (tag {name!r})")
+        failed = self._program_interfaces(targets, state, dirty_sets if not full else set(state.ipsets))
+        for sw, target in targets.items():
+            if target is None:
+                continue
+            key, programs = target
+            reason = failed.get(sw)
+            if reason is not None:
+                board.report(key, STATUS_FAMILY, Health.ERROR, reason)
+            else:
+                board.report(key, STATUS_FAMILY, Health.UP)
+
+    def _acl_sets_matter(self, programs: _Programs, dirty_sets: set[str]) -> bool:
+        """Whether a change of these IP sets changes the ACL part of these programs."""
+        if self.backend == "acl":
+            return True
+        for program in (programs.ingress, programs.egress):
+            relevant = self._relevant_cache.get(program)
+            if relevant is None:
+                relevant = frozenset(
+                    s
+                    for block in program.blocks
+                    for rule in block.rules
+                    if rule.protocol is None or rule.protocol not in NPOL_PROTOCOLS
+                    for s in rule.ip_set_ids()
+                )
+                if len(self._relevant_cache) > 10_000:
+                    self._relevant_cache.clear()
+                self._relevant_cache[program] = relevant
+            if not relevant.isdisjoint(dirty_sets):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ programming
+
+    def _lowered(
+        self, state: DesiredState, kind: str, program: Program
+    ) -> tuple[str, tuple[AclRule, ...]] | str:
+        """(tag, rules) of the ACL for a program, or the reason it cannot be rendered."""
+        if program.deny_all:
+            return DENY_ALL_TAG, DENY_ALL_RULES
+        delegate = NPOL_PROTOCOLS if kind == "other" else frozenset()
+        try:
+            rules = acl_rules.lower_program(state, program, delegate=delegate, limit=self._acl_limit)
+        except AclTooLarge as exc:
+            return f"its policy needs more ACL rules than the limit ({exc})"
+        if not rules:
+            rules = DENY_ALL_RULES
+        # Keyed by the program's identity (its blocks), not its content: a changed policy or IP
+        # set rewrites the same ACL in place, and no interface needs touching.
+        return tag_for((kind, tuple(b.key for b in program.blocks), program.final)), rules
+
+    def _program_interfaces(
+        self,
+        targets: Mapping[int, tuple[WorkloadEndpointID, _Programs] | None],
+        state: DesiredState,
+        dirty_sets: Iterable[str],
+    ) -> dict[int, str]:
+        """Program each interface (None = deny all); returns interface -> failure reason."""
+        assert self.acls is not None
+        failed: dict[int, str] = {}
+        kind = "other" if self.npol is not None else "all"
+        wanted_acls: dict[str, tuple[AclRule, ...]] = {DENY_ALL_TAG: DENY_ALL_RULES}  # always kept
+        lists: dict[int, tuple[list[str], list[str]]] = {}
+        npol_blocks: dict[int, tuple[Sequence[Block], Sequence[Block]] | None] = {}
+        lowered_cache: dict[tuple[str, Program], tuple[str, tuple[AclRule, ...]] | str] = {}
+        for sw, target in targets.items():
+            if target is None:
+                lists[sw] = ([DENY_ALL_TAG], [DENY_ALL_TAG])
+                npol_blocks[sw] = None
+                continue
+            _key, programs = target
+            tags = []
+            for program in (programs.egress, programs.ingress):
+                ck = (kind, program)
+                got = lowered_cache.get(ck)
+                if got is None:
+                    got = lowered_cache[ck] = self._lowered(state, kind, program)
+                if isinstance(got, str):
+                    failed[sw] = got
+                    break
+                wanted_acls[got[0]] = got[1]
+                tags.append(got[0])
+            if sw in failed:
+                lists[sw] = ([DENY_ALL_TAG], [DENY_ALL_TAG])
+                npol_blocks[sw] = None
+                continue
+            lists[sw] = ([tags[0]], [tags[1]])
+            npol_blocks[sw] = (programs.egress.blocks, programs.ingress.blocks)
+        # 1. ACLs exist (created or replaced in place) before any interface lists them.
+        self.acls.ensure(wanted_acls)
+        closing = {sw: lst for sw, lst in lists.items() if npol_blocks.get(sw) is None}
+        opening = {sw: lst for sw, lst in lists.items() if npol_blocks.get(sw) is not None}
+        # 2. Interfaces losing their policy: deny-all ACL first (it covers every protocol).
+        for sw in self.acls.set_interfaces(closing):
+            failed[sw] = "VPP refused its deny-all ACL list"
+        # 3. npol: objects, then interface configurations.
+        if self.npol is not None:
+            self.npol.configure(state.ipsets, npol_blocks, dirty_sets)
+        # 4. Interfaces gaining or changing policy: the ACL that hands TCP/UDP/SCTP to npol
+        #    goes on only after npol is configured.
+        for sw in self.acls.set_interfaces(opening):
+            failed[sw] = "VPP refused its ACL list"
+        self.acls.collect(keep=frozenset({DENY_ALL_TAG}))
+        return failed
+
+
+def rule_counts(acls: AclStore) -> dict[str, int]:
+    """ACL count and total rules (for benchmarks and logs)."""
+    total = sum(len(a.rules or ()) for a in acls.acls.values())
+    return {"acls": len(acls.acls), "acl_rules": total}
+
+
+__all__ = ["VppDataplane", "rule_counts"]
