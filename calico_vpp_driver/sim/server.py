@@ -360,6 +360,9 @@ class SimServer:
         #: Protocol errors and handler failures, for tests to assert on.
         self.errors: list[str] = []
         self.calls: Counter[str] = Counter()
+        #: Called under the lock after each request changed (or not) the state: name, request.
+        #: Tests use it to check an invariant after every single API message.
+        self.after_request: Callable[[str, Mapping[str, Any]], None] | None = None
         self.msg_ids: dict[str, int] = {}
         self.msg_names: dict[int, str] = {}
         for i, name in enumerate(self.defs.messages, start=1):
@@ -618,6 +621,11 @@ class SimServer:
         with self.lock:
             self.calls[name] += 1
             replies, after = self._execute(conn, route, request, sim_cli)
+            if self.after_request is not None:
+                try:
+                    self.after_request(name, request)
+                except Exception:
+                    self._error(f"after_request hook failed on {name}:\n{traceback.format_exc()}")
             delay = self.faults.delay
             at = received + delay if delay and not sim_cli and not route.never_delayed else 0.0
             routable = request.get("client_index", conn.index) == conn.index or name == "sockclnt_create"

@@ -1,0 +1,235 @@
+"""A simulated node: the VPP simulator, the driver's VPP client and dataplane, and pods on it.
+
+Used by `replay` / `make demo` (the default `--vpp sim`), by the end-to-end tests and by the
+benchmarks. It stands in for what the rest of a node provides until the CNI server exists:
+`add_pod` creates the pod's VPP interface the way the CNI plugin's request will (a tap tagged
+with the endpoint's interface name, its /32 and /128 routes) and hands it to the dataplane,
+which denies everything on it until Felix's endpoint is programmed. Packets are judged by the
+simulator's packet model (`sim.packet.evaluate`) on the VPP state the driver programmed.
+
+Topology: an uplink `host-eth0` (the node's address, default routes) carries everything that
+is not a local pod; pods borrow the address of a loopback (unnumbered), as Calico/VPP's taps do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from ..policy.verdict import Packet as OraclePacket
+from ..vpp.client import VppClient
+from ..vpp.dataplane import STATE_FILE, VppDataplane
+from .packet import Packet, evaluate
+from .server import SimServer
+from .state import VppState
+
+U32_MAX = 0xFFFFFFFF
+ADMIN_UP = 1
+TAP_FLAG_TUN = 1
+
+
+def to_sim_packet(p: OraclePacket, icmp_id: int = 0) -> Packet:
+    """The simulator's form of an oracle packet (ICMP: type/code; others: ports or none)."""
+    return Packet(
+        src=p.src,
+        dst=p.dst,
+        proto=p.protocol,
+        sport=p.src_port or 0,
+        dport=p.dst_port or 0,
+        icmp_type=p.icmp_type,
+        icmp_code=p.icmp_code or 0,
+        icmp_id=icmp_id,
+    )
+
+
+@dataclass
+class Pod:
+    name: str
+    sw_if_index: int
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+
+
+class SimNode:
+    """Start with `SimNode(backend=...)`; `close()` (or use as a context manager) stops it."""
+
+    def __init__(
+        self,
+        *,
+        backend: str = "auto",
+        config: Config | None = None,
+        node_ip: str = "172.31.0.1/24",
+        node_ip6: str = "fd10::1/64",
+        state_dir: str | None = None,
+        socket_dir: str | None = None,
+        server: SimServer | None = None,
+        vpp_state: VppState | None = None,
+        acl_limit: int = 65536,
+    ) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="cvd-simnode-", dir=socket_dir)
+        self.state_dir = state_dir or os.path.join(self._tmp.name, "state")
+        self.socket = os.path.join(self._tmp.name, "api.sock")
+        if server is None:
+            factory = (lambda: vpp_state) if vpp_state is not None else None
+            server = SimServer(self.socket, state_factory=factory).start()
+        else:
+            self.socket = server.socket_path
+        self.server = server
+        base = config or Config()
+        self.config = _with(base, vpp_api_socket=self.socket, vpp_state_dir=self.state_dir)
+        self.client = VppClient(self.socket, features=("interfaces", "fib"), connect_timeout=10)
+        self.client.start()
+        self._backend, self._acl_limit = backend, acl_limit
+        self._node_ips = (node_ip, node_ip6)
+        self.pods: dict[str, Pod] = {}
+        self.dataplane = self.new_dataplane()
+        self._setup_uplink(node_ip, node_ip6)
+
+    def new_dataplane(self) -> VppDataplane:
+        """A driver dataplane on this node's VPP (a new one = a restarted driver process)."""
+        dp = VppDataplane(
+            lambda _cfg: self.client, backend=self._backend, config=self.config, acl_limit=self._acl_limit
+        )
+        dp.connect()
+        return dp
+
+    def reset(self, config: Config | None = None) -> None:
+        """A freshly started VPP and driver (fast: the connection is kept)."""
+        if config is not None:
+            self.config = _with(config, vpp_api_socket=self.socket, vpp_state_dir=self.state_dir)
+        with self.server.lock:
+            self.server.state = self.server.state_factory()
+        with contextlib.suppress(FileNotFoundError):  # that VPP's objects are gone
+            os.remove(os.path.join(self.state_dir, STATE_FILE))
+        self.pods = {}
+        self.dataplane = self.new_dataplane()
+        self._setup_uplink(*self._node_ips)
+
+    # ------------------------------------------------------------------ topology
+
+    def _setup_uplink(self, node_ip: str, node_ip6: str) -> None:
+        c = self.client
+        existing = {
+            str(d.tag).rstrip("\x00"): int(d.sw_if_index)
+            for d in c.dump("sw_interface_dump", sw_if_index=U32_MAX)
+        }
+        if "uplink" in existing:  # a restarted driver on the same simulated VPP
+            self.uplink = existing["uplink"]
+            self.pod_loop = existing["pod-addresses"]
+            return
+        self.uplink = int(
+            c.call("af_packet_create_v3", mode=1, use_random_hw_addr=True, host_if_name="eth0").sw_if_index
+        )
+        c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=self.uplink, tag="uplink")
+        c.call("sw_interface_set_flags", sw_if_index=self.uplink, flags=ADMIN_UP)
+        for addr in (node_ip, node_ip6):
+            c.call(
+                "sw_interface_add_del_address",
+                sw_if_index=self.uplink,
+                is_add=True,
+                prefix=ipaddress.ip_interface(addr),
+            )
+        gw4 = ipaddress.ip_interface(node_ip).network.network_address + 254
+        gw6 = ipaddress.ip_interface(node_ip6).network.network_address + 254
+        for prefix, gw in (("0.0.0.0/0", gw4), ("::/0", gw6)):
+            c.call("ip_route_add_del", is_add=True, route=_route(prefix, self.uplink, gw))
+        self.pod_loop = int(c.call("create_loopback").sw_if_index)
+        c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=self.pod_loop, tag="pod-addresses")
+        c.call("sw_interface_set_flags", sw_if_index=self.pod_loop, flags=ADMIN_UP)
+        for addr in ("169.254.0.1/32", "fe80::1:1/128"):
+            c.call(
+                "sw_interface_add_del_address",
+                sw_if_index=self.pod_loop,
+                is_add=True,
+                prefix=ipaddress.ip_interface(addr),
+            )
+
+    def add_pod(
+        self, name: str, addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
+    ) -> Pod:
+        """Create a pod's interface as the CNI plugin would; it denies everything until
+        Felix's endpoint for it (`WorkloadEndpoint.name == name`) is programmed."""
+        c = self.client
+        addrs = tuple(ipaddress.ip_address(str(a).split("/")[0]) for a in addresses)
+        sw = int(
+            c.call(
+                "tap_create_v3",
+                id=U32_MAX,
+                use_random_mac=True,
+                tap_flags=TAP_FLAG_TUN,
+                host_if_name_set=True,
+                host_if_name=name[:15],
+                tag=name,
+            ).sw_if_index
+        )
+        self.dataplane.register_pod_interface(sw)  # deny-all before it can carry anything
+        c.call(
+            "sw_interface_set_unnumbered", sw_if_index=self.pod_loop, unnumbered_sw_if_index=sw, is_add=True
+        )
+        c.call("sw_interface_set_flags", sw_if_index=sw, flags=ADMIN_UP)
+        for a in addrs:
+            c.call("ip_route_add_del", is_add=True, route=_route(f"{a}/{a.max_prefixlen}", sw, None))
+        pod = Pod(name, sw, addrs)
+        self.pods[name] = pod
+        return pod
+
+    def adopt_pods(self) -> None:
+        """Find the pods a previous SimNode created on the same simulated VPP (restart tests)."""
+        for d in self.client.dump("sw_interface_dump", sw_if_index=U32_MAX):
+            tag = str(d.tag).rstrip("\x00")
+            if tag and tag not in ("uplink", "pod-addresses") and not tag.startswith("cvd-"):
+                self.pods[tag] = Pod(tag, int(d.sw_if_index), ())
+
+    # ------------------------------------------------------------------ packets
+
+    def verdict(
+        self, packet: OraclePacket, src_pod: str | None = None, *, icmp_id: int = 0
+    ) -> tuple[bool, list[str]]:
+        """Whether VPP lets the first packet of a new flow through: from `src_pod` (or from
+        outside, entering on the uplink) to wherever the FIB sends it."""
+        rx = self.pods[src_pod].sw_if_index if src_pod is not None else self.uplink
+        with self.server.lock:
+            verdict, trace = evaluate(
+                self.server.state, to_sim_packet(packet, icmp_id), rx, use_sessions=False
+            )
+        return verdict == "allow", trace
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self.dataplane.close()
+        self.server.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> SimNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _route(prefix: str, sw_if_index: int, gw: Any) -> dict[str, Any]:
+    net = ipaddress.ip_network(prefix)
+    path: dict[str, Any] = {
+        "sw_if_index": sw_if_index,
+        "table_id": 0,
+        "weight": 1,
+        "preference": 0,
+        "type": 0,
+        "flags": 0,
+        "proto": 0 if net.version == 4 else 1,
+    }
+    if gw is not None:
+        path["nh"] = {"address": {("ip4" if net.version == 4 else "ip6"): gw}}
+    return {"table_id": 0, "prefix": net, "paths": [path]}
+
+
+def _with(cfg: Config, **changes: Any) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, **changes)
