@@ -17,8 +17,14 @@ node's own address is ``LOCAL_HOST``; a remote pod or any other address is outsi
 (``None``), so only the local side's policy applies.  The source port of TCP/UDP/SCTP probes is
 `EPHEMERAL_PORT`.
 
-This build programs no VPP: the verdicts are the oracle's, on the model the driver keeps, and the
-output says so (`EVALUATOR`).
+With a VPP (`--vpp sim`, the default, or the path of a real VPP's API socket), the driver's own
+`VppDataplane` programs it after each stage, exactly as after Felix's InSync and each batch;
+the local pods' interfaces are created the way the CNI plugin would (`sim.node.SimNode.add_pod`),
+and each probe between pods and the outside is judged by VPP itself (the simulator's packet
+model on what the driver programmed). Probes to or from the node itself are judged by the oracle
+alone (the host interface is not modelled yet), and the table says which judged each probe. The
+oracle judges every probe too: a probe where VPP and the oracle disagree is a replay failure.
+With `--vpp oracle` only the oracle judges.
 """
 
 from __future__ import annotations
@@ -30,22 +36,23 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 from .. import config as config_mod
 from ..felix import felixbackend_pb2 as pb
 from ..felix.decode import apply_message
+from ..felix.status import Health, StatusBoard
 from ..model.state import DesiredState
 from ..model.types import WorkloadEndpointID
 from ..policy.verdict import LOCAL_HOST, Packet, Side, Verdict, connection_verdict
+from ..sim.node import SimNode
 from .calc import FelixCalc, diff_stream
 from .loader import Probe, ProbeEnd, Scenario, load_scenario
 from .resources import ScenarioError
 
 __all__ = [
     "EPHEMERAL_PORT",
-    "EVALUATOR",
     "ProbeResult",
     "ReplayResult",
     "StreamSummary",
@@ -56,7 +63,6 @@ __all__ = [
 ]
 
 EPHEMERAL_PORT = 40000
-EVALUATOR = "policy oracle on the driver's model; VPP programming is not implemented yet"
 BACKENDS = ("auto", "npol", "acl")
 
 _PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1, "ICMPv6": 58}
@@ -68,15 +74,28 @@ class ProbeResult:
     stage: str
     probe: Probe
     packet: Packet
-    verdict: Verdict
+    verdict: Verdict  # the oracle's
+    vpp_allow: bool | None = None  # VPP's verdict; None when VPP did not judge this probe
+    vpp_trace: tuple[str, ...] = ()
+
+    @property
+    def judged_by(self) -> str:
+        return "oracle" if self.vpp_allow is None else "vpp"
+
+    @property
+    def disagrees(self) -> bool:
+        return self.vpp_allow is not None and self.vpp_allow != self.verdict.allow
 
     @property
     def actual(self) -> str:
-        return "allow" if self.verdict.allow else "deny"
+        allow = self.verdict.allow if self.vpp_allow is None else self.vpp_allow
+        return "allow" if allow else "deny"
 
     @property
     def ok(self) -> bool | None:
-        """None when the probe has no expectation."""
+        """None when the probe has no expectation (and VPP agrees with the oracle)."""
+        if self.disagrees:
+            return False
         return None if self.probe.expect is None else self.probe.expect == self.actual
 
     @property
@@ -138,6 +157,7 @@ class ReplayResult:
     results: list[ProbeResult] = field(default_factory=list)
     streams: list[StreamSummary] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the replay itself went wrong
+    backend: str = ""  # the policy backend VPP was programmed with ("" = oracle only)
 
     @property
     def failures(self) -> list[ProbeResult]:
@@ -197,26 +217,82 @@ def _config(state: DesiredState, stage: str, out: ReplayResult) -> config_mod.Co
     return cfg
 
 
-def replay(scenario: Scenario) -> ReplayResult:
+def replay(scenario: Scenario, *, vpp: str = "sim", backend: str = "auto") -> ReplayResult:
     """Run the scenario; raises `ScenarioError` only for problems `load_scenario` lets through."""
     out = ReplayResult(scenario)
     state = DesiredState()
     old: FelixCalc | None = None
     seq = 0
-    for stage in scenario.stages:
-        new = scenario.calc(stage)
-        msgs = new.startup_stream() if old is None else diff_stream(old, new, seq)
-        _feed(state, msgs, stage.label, out)
-        seq += len(msgs)
-        if old is None and not state.in_sync:
-            out.problems.append("start: the startup stream did not end in InSync")
-        cfg = _config(state, stage.label, out)
-        for probe in stage.probes:
-            packet = probe_packet(probe)
-            verdict = connection_verdict(state, cfg, _side(probe.src), _side(probe.dst), packet)
-            out.results.append(ProbeResult(stage.label, probe, packet, verdict))
-        old = new
+    node = None if vpp == "oracle" else _start_node(scenario, vpp, backend)
+    board = StatusBoard()
+    try:
+        for stage in scenario.stages:
+            new = scenario.calc(stage)
+            msgs = new.startup_stream() if old is None else diff_stream(old, new, seq)
+            _feed(state, msgs, stage.label, out)
+            seq += len(msgs)
+            if old is None and not state.in_sync:
+                out.problems.append("start: the startup stream did not end in InSync")
+            cfg = _config(state, stage.label, out)
+            if node is not None:
+                _program(node, state, cfg, board, stage.label, out)
+            for probe in stage.probes:
+                packet = probe_packet(probe)
+                verdict = connection_verdict(state, cfg, _side(probe.src), _side(probe.dst), packet)
+                vpp_allow, trace = _vpp_verdict(node, probe, packet)
+                out.results.append(ProbeResult(stage.label, probe, packet, verdict, vpp_allow, tuple(trace)))
+            old = new
+    finally:
+        if node is not None:
+            node.close()
+    if node is not None:
+        out.backend = node.dataplane.backend
     return out
+
+
+def _start_node(scenario: Scenario, vpp: str, backend: str) -> SimNode:
+    if vpp != "sim":
+        raise ScenarioError(
+            f"--vpp {vpp}: replay against a real VPP needs the CNI server (pod interfaces), which is "
+            "not built yet; use --vpp sim or --vpp oracle"
+        )
+    return SimNode(backend=backend)
+
+
+def _program(node: SimNode, state: DesiredState, cfg: config_mod.Config, board: StatusBoard, stage: str,
+             out: ReplayResult) -> None:
+    """Create the interfaces of new local pods (as CNI would), then let the dataplane apply."""
+    for ep in state.workload_endpoints.values():
+        if ep.name not in node.pods:
+            node.add_pod(ep.name, [n.network_address for n in ep.ipv4_nets + ep.ipv6_nets])
+    node.dataplane.configure(replace(cfg, vpp_api_socket=node.socket, vpp_state_dir=node.state_dir))
+    node.dataplane.apply(state, state.take_dirty(), board)
+    for key in state.workload_endpoints:
+        health, reason = board.health(key)
+        if health is not Health.UP:
+            out.problems.append(f"{stage}: endpoint {key} is {health.felix_name} in VPP: {reason}")
+    out.problems.extend(f"{stage}: VPP simulator: {e}" for e in node.server.errors)
+    node.server.errors.clear()
+
+
+def _vpp_verdict(node: SimNode | None, probe: Probe, packet: Packet) -> tuple[bool | None, list[str]]:
+    """VPP's verdict for a probe between local pods and the outside (None: not judged by VPP)."""
+    if node is None or probe.src.host or probe.dst.host:
+        return None, []
+    src_pod = None
+    if probe.src.endpoint_key is not None:
+        src_pod = _pod_name(node, probe.src.ip)
+        if src_pod is None:
+            return None, []
+    return node.verdict(packet, src_pod)
+
+
+def _pod_name(node: SimNode, ip: str) -> str | None:
+    addr = ipaddress.ip_address(ip)
+    for pod in node.pods.values():
+        if addr in pod.addresses:
+            return pod.name
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,9 +327,15 @@ def format_result(
     """The probe table, then the Felix messages per stage, then the verdict on the expectations."""
     sc = result.scenario
     lines = [f"scenario {name or sc.source}" + (f": {sc.description}" if sc.description else "")]
-    lines.append(
-        f"node {sc.node}; probes evaluated by: {EVALUATOR} (--vpp {vpp}, --backend {backend})"
-    )
+    if vpp == "oracle":
+        judge = "the policy oracle on the driver's model (--vpp oracle: no VPP programmed)"
+    else:
+        judge = (
+            f"VPP ({'the simulator' if vpp == 'sim' else vpp}, programmed by the driver with the "
+            f"{result.backend or backend} backend), checked against the policy oracle; probes to or "
+            "from the node itself: the oracle alone"
+        )
+    lines.append(f"node {sc.node}; probes judged by {judge}")
     for stage in sc.stages[1:]:
         if stage.description:
             lines.append(f"  {stage.label}: {stage.description}")
@@ -266,8 +348,11 @@ def format_result(
         mark = {True: "ok", False: "FAIL", None: "-"}[r.ok]
         step = "start" if r.stage == "start" else r.stage.removeprefix("step ")
         src, dst = _end(p.src, pods, node_ips), _end(p.dst, pods, node_ips)
-        rows.append([str(i), step, p.name, src, dst, p.service, p.expect or "-", r.actual, mark, r.why])
-    headers = ["#", "step", "probe", "from", "to", "proto/port", "expect", "actual", "ok", "why"]
+        why = r.why
+        if r.disagrees:
+            why = f"VPP {r.actual} but the oracle {'allows' if r.verdict.allow else 'denies'}: {why}"
+        rows.append([str(i), step, p.name, src, dst, p.service, p.expect or "-", r.actual, r.judged_by, mark, why])
+    headers = ["#", "step", "probe", "from", "to", "proto/port", "expect", "actual", "by", "ok", "why"]
     if not any(p.name for p in sc.probes):
         headers = headers[:2] + headers[3:]
         rows = [row[:2] + row[3:] for row in rows]
@@ -286,7 +371,11 @@ def format_result(
     for problem in result.problems:
         lines.append(f"REPLAY PROBLEM: {problem}")
     for r in result.failures:
-        lines.append(f"FAILED {r.probe.label}: expected {r.probe.expect}, got {r.actual} ({r.why})")
+        if r.disagrees:
+            lines.append(f"FAILED {r.probe.label}: VPP says {r.actual}, the oracle the opposite; VPP's trace:")
+            lines.extend(f"    {t}" for t in r.vpp_trace)
+        else:
+            lines.append(f"FAILED {r.probe.label}: expected {r.probe.expect}, got {r.actual} ({r.why})")
     if result.ok:
         lines.append(f"OK: {len(checked)} of {len(result.results)} probes had an expectation; all held")
     else:
@@ -298,8 +387,8 @@ def format_result(
 
 
 def check_vpp_target(vpp: str) -> str | None:
-    """``--vpp``: ``sim`` or the path of VPP's API socket; a message if it is neither."""
-    if vpp == "sim":
+    """``--vpp``: ``sim``, ``oracle`` or the path of VPP's API socket; a message if none."""
+    if vpp in ("sim", "oracle"):
         return None
     try:
         mode = os.stat(vpp).st_mode
@@ -330,7 +419,7 @@ def run(
         return 2
     try:
         scenario = load_scenario(path_or_text)
-        result = replay(scenario)
+        result = replay(scenario, vpp=vpp, backend=backend)
     except ScenarioError as exc:
         print(f"error: {exc}", file=err)
         return 2
