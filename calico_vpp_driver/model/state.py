@@ -321,6 +321,16 @@ class DesiredState:
         own = [ep.error] if ep.error else []
         return own + sorted(problems)
 
+    def owner_problems(self, owner: RuleOwner) -> set[str]:
+        """Why one policy or profile cannot be programmed exactly (empty = fine); an endpoint's
+        problems are its own plus those of every policy and profile it uses."""
+        problems: set[str] = set()
+        if isinstance(owner, ProfileID):
+            self._owner_problems(owner, self.profiles.get(owner.name), problems)
+        elif not owner.staged:
+            self._owner_problems(owner, self.policies.get(owner), problems)
+        return problems
+
     def _owner_problems(self, owner: RuleOwner, obj: Policy | Profile | None, problems: set[str]) -> None:
         if obj is None:
             problems.add(f"references unknown {_describe(owner)}")

@@ -38,7 +38,6 @@ from typing import Literal, TypeAlias
 from ..config import Config
 from ..model.state import DesiredState
 from ..model.types import (
-    PolicyID,
     PortRange,
     Rule,
     TierInfo,
@@ -136,6 +135,29 @@ def _rules_of(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     return tuple(out)
 
 
+# Blocks already built, by key, with the policy/profile objects they were built from: endpoints
+# share tiers and profiles, and a block is rebuilt only when one of its objects was replaced.
+_BLOCKS: dict[BlockKey, tuple[tuple[object, ...], Block]] = {}
+
+
+def _cached(key: BlockKey, objs: tuple[object, ...]) -> Block | None:
+    hit = _BLOCKS.get(key)
+    if (
+        hit is not None
+        and len(hit[0]) == len(objs)
+        and all(a is b for a, b in zip(hit[0], objs, strict=True))
+    ):
+        return hit[1]
+    return None
+
+
+def _remember(key: BlockKey, objs: tuple[object, ...], block: Block) -> Block:
+    if len(_BLOCKS) > 50_000:
+        _BLOCKS.clear()
+    _BLOCKS[key] = (objs, block)
+    return block
+
+
 def tier_block(state: DesiredState, tier: TierInfo, direction: Direction) -> Block | None:
     """A tier's block for one direction (None: the tier does not apply to it)."""
     ids = tier.ingress_policies if direction == "ingress" else tier.egress_policies
@@ -143,23 +165,25 @@ def tier_block(state: DesiredState, tier: TierInfo, direction: Direction) -> Blo
     if not enforced:
         return None
     end: BlockEnd = "next" if tier.default_action == "Pass" else "deny"
-    return _block(state, ("tier", direction, tier.name, enforced, end), enforced, direction, end)
-
-
-def _block(
-    state: DesiredState, key: BlockKey, ids: tuple[PolicyID, ...], direction: Direction, end: BlockEnd
-) -> Block:
+    key: BlockKey = ("tier", direction, tier.name, enforced, end)
+    policies = tuple(state.policies[pid] for pid in enforced)
+    block = _cached(key, policies)
+    if block is not None:
+        return block
     rules: list[Rule] = []
-    for pid in ids:
-        policy = state.policies[pid]
+    for policy in policies:
         rules.extend(_rules_of(policy.inbound_rules if direction == "ingress" else policy.outbound_rules))
-    return Block(key, tuple(rules), end)
+    return _remember(key, policies, Block(key, tuple(rules), end))
 
 
 def profile_block(state: DesiredState, name: str, direction: Direction) -> Block:
     profile = state.profiles[name]
+    key: BlockKey = ("profile", direction, name)
+    block = _cached(key, (profile,))
+    if block is not None:
+        return block
     rules = profile.inbound_rules if direction == "ingress" else profile.outbound_rules
-    return Block(("profile", direction, name), _rules_of(rules), "next")
+    return _remember(key, (profile,), Block(key, _rules_of(rules), "next"))
 
 
 def workload_egress_drops(config: Config) -> Block | None:
@@ -177,13 +201,20 @@ def workload_egress_drops(config: Config) -> Block | None:
 
 
 def workload_program(
-    state: DesiredState, config: Config, key: WorkloadEndpointID, direction: Direction
+    state: DesiredState,
+    config: Config,
+    key: WorkloadEndpointID,
+    direction: Direction,
+    problems: list[str] | None = None,
 ) -> Program:
-    """The program for a workload endpoint's ingress (to the pod) or egress (from it)."""
+    """The program for a workload endpoint's ingress (to the pod) or egress (from it).
+
+    `problems`: the endpoint's `DesiredState.endpoint_problems`, when the caller has them."""
     ep = state.workload_endpoints.get(key)
     if ep is None:
         return Program((), denied_because=(f"unknown workload endpoint {key}",))
-    problems = state.endpoint_problems(key)
+    if problems is None:
+        problems = state.endpoint_problems(key)
     if problems:
         return Program((), denied_because=tuple(problems))
     if not ep.active:

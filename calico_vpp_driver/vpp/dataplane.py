@@ -36,9 +36,9 @@ import structlog
 from ..config import Config
 from ..felix.status import Health, StatusBoard
 from ..model.state import DesiredState, Dirty
-from ..model.types import WorkloadEndpointID
-from ..policy.program import Block, Program, workload_program
-from . import acl_rules
+from ..model.types import ProfileID, WorkloadEndpointID
+from ..policy.program import DENY_ALL, Block, Program, workload_program
+from . import acl_rules, npol
 from .acl_rules import AclRule, AclTooLarge
 from .acl_store import AclStore, tag_for
 from .npol import NPOL_PROTOCOLS
@@ -49,6 +49,8 @@ log = structlog.get_logger("calico_vpp_driver.vpp.dataplane")
 STATUS_FAMILY = "vpp"
 INTERFACE_REFRESH_SECONDS = 0.5
 CONNECT_RETRY_SECONDS = 5.0
+# npol backend: the largest exact ACL for the protocols npol cannot see (beyond: they are denied).
+OTHER_PROTOCOLS_LIMIT = 2048
 STATE_FILE = "npol-objects.json"
 
 DENY_ALL_RULES: tuple[AclRule, ...] = tuple(
@@ -94,11 +96,19 @@ class VppDataplane:
         self._bound: dict[WorkloadEndpointID, int] = {}
         self._pod_interfaces: set[int] = set()  # interfaces known to face pods
         self._programs: dict[WorkloadEndpointID, _Programs] = {}
-        self._acl_cache: dict[tuple[str, Program], tuple[AclRule, ...] | str] = {}
-        self._relevant_cache: dict[Program, frozenset[str]] = {}
+        # ACLs lowered before, by program identity: (the blocks lowered, IP set versions, result).
+        self._acl_cache: dict[
+            tuple[Any, ...], tuple[tuple[Block, ...], tuple[int, ...], tuple[AclRule, ...] | str]
+        ] = {}
+        self._set_shapes: dict[str, tuple[bool, int, bool]] = {}
+        self._problems: dict[WorkloadEndpointID, list[str]] = {}  # as of the last apply
+        self._set_versions: dict[str, int] = {}  # bumped on every change of an IP set
+        self._relevant_cache: dict[tuple[int, ...], tuple[tuple[Block, ...], tuple[str, ...]]] = {}
         self._recorded: dict[str, Any] | None = None
+        self._recorded_at = -1
         self._retry_at = 0.0
         self._backoff = 0.0
+        self.approximated = 0  # ACLs whose other protocols are denied (exact would be too big)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,8 +194,9 @@ class VppDataplane:
         return npol_record
 
     def _save_record(self) -> None:
-        if self.npol is None:
+        if self.npol is None or self.npol.ids_changed == self._recorded_at:
             return
+        self._recorded_at = self.npol.ids_changed
         record = self.npol.record()
         if record == self._recorded:
             return
@@ -251,6 +262,8 @@ class VppDataplane:
             state.dirty.ipsets |= dirty.ipsets
             return
         full = self._full or bool(dirty.other & {"in_sync", "vpp-retry"})
+        for set_id in dirty.ipsets:
+            self._set_versions[set_id] = self._set_versions.get(set_id, 0) + 1
         if full:
             keys: set[WorkloadEndpointID] = set(state.workload_endpoints)
             self._refresh_interfaces(force=True)
@@ -269,7 +282,23 @@ class VppDataplane:
             or dirty.other
         )
         try:
-            self._apply(state, keys, removed, dirty.ipsets, sets_only, full, board)
+            fast = not full and not removed and self._members_only(state, dirty)
+            if fast:
+                try:
+                    self._apply_members(state, dirty.ipsets)
+                except _SlowPath:
+                    fast = False
+            if not fast:
+                quick: dict[object, set[str]] | None = None
+                if not full and all(
+                    self._set_shapes.get(x) == self._set_shape(state, x) for x in dirty.ipsets
+                ):
+                    # Only these policies/profiles can have brought (or cleared) problems.
+                    quick = {pid: state.owner_problems(pid) for pid in dirty.policies}
+                    quick.update({ProfileID(n): state.owner_problems(ProfileID(n)) for n in dirty.profiles})
+                self._apply(state, keys, removed, dirty, quick, sets_only, full, board)
+            for set_id in dirty.ipsets if not full else state.ipsets:
+                self._set_shapes[set_id] = self._set_shape(state, set_id)
         except RenderError as exc:
             self._backoff = min(self._backoff * 2, 30.0) if self._backoff else 1.0
             self._retry_at = self._clock() + self._backoff
@@ -291,15 +320,18 @@ class VppDataplane:
         state: DesiredState,
         keys: set[WorkloadEndpointID],
         removed: set[WorkloadEndpointID],
-        dirty_sets: set[str],
+        dirty: Dirty,
+        quick: dict[object, set[str]] | None,
         sets_only: bool,
         full: bool,
         board: StatusBoard,
     ) -> None:
+        dirty_sets = dirty.ipsets
         targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
         for key in removed:
             sw = self._bound.pop(key, None)
             self._programs.pop(key, None)
+            self._problems.pop(key, None)
             if sw is not None:
                 targets[sw] = None
         waiting: list[WorkloadEndpointID] = []
@@ -316,9 +348,12 @@ class VppDataplane:
                 targets.setdefault(old_sw, None)
             self._bound[key] = sw
             self._pod_interfaces.add(sw)
+            problems = self._endpoint_problems(
+                state, key, quick if key not in dirty.workload_endpoints else None
+            )
             programs = _Programs(
-                workload_program(state, self.config, key, "ingress"),
-                workload_program(state, self.config, key, "egress"),
+                workload_program(state, self.config, key, "ingress", problems),
+                workload_program(state, self.config, key, "egress", problems),
             )
             if (
                 sets_only
@@ -347,45 +382,142 @@ class VppDataplane:
             else:
                 board.report(key, STATUS_FAMILY, Health.UP)
 
-    def _acl_sets_matter(self, programs: _Programs, dirty_sets: set[str]) -> bool:
-        """Whether a change of these IP sets changes the ACL part of these programs."""
-        if self.backend == "acl":
-            return True
-        for program in (programs.ingress, programs.egress):
-            relevant = self._relevant_cache.get(program)
-            if relevant is None:
-                relevant = frozenset(
-                    s
-                    for block in program.blocks
-                    for rule in block.rules
-                    if rule.protocol is None or rule.protocol not in NPOL_PROTOCOLS
-                    for s in rule.ip_set_ids()
+    def _endpoint_problems(
+        self, state: DesiredState, key: WorkloadEndpointID, quick: dict[object, set[str]] | None
+    ) -> list[str]:
+        """`DesiredState.endpoint_problems`, without re-checking every policy of an endpoint
+        that had none when only some of its policies/profiles changed (`quick`: their problems)."""
+        if quick is not None and self._problems.get(key) == []:
+            ep = state.workload_endpoints[key]
+            found: set[str] = set()
+            for owner, problems in quick.items():
+                uses = (
+                    owner.name in ep.profile_ids if isinstance(owner, ProfileID) else owner in ep.policy_ids()
                 )
-                if len(self._relevant_cache) > 10_000:
-                    self._relevant_cache.clear()
-                self._relevant_cache[program] = relevant
-            if not relevant.isdisjoint(dirty_sets):
+                if problems and uses:
+                    found |= problems
+            result = sorted(found)
+        else:
+            result = state.endpoint_problems(key)
+        self._problems[key] = result
+        return result
+
+    def _judged_sets(self, judged: Program) -> tuple[str, ...]:
+        """The IP sets an ACL's program uses (cached by the program's blocks)."""
+        ckey = tuple(id(b) for b in judged.blocks)
+        hit = self._relevant_cache.get(ckey)
+        if hit is not None and all(a is b for a, b in zip(hit[0], judged.blocks, strict=True)):
+            return hit[1]
+        sets = tuple(
+            sorted({s for block in judged.blocks for rule in block.rules for s in rule.ip_set_ids()})
+        )
+        if len(self._relevant_cache) > 10_000:
+            self._relevant_cache.clear()
+        self._relevant_cache[ckey] = (judged.blocks, sets)
+        return sets
+
+    def _acl_sets_matter(self, programs: _Programs, dirty_sets: set[str]) -> bool:
+        """Whether a change of these IP sets changes the ACL of these programs."""
+        for program in (programs.ingress, programs.egress):
+            judged = npol.other_protocols_program(program) if self.npol is not None else program
+            if not dirty_sets.isdisjoint(self._judged_sets(judged)):
                 return True
         return False
+
+    def _set_shape(self, state: DesiredState, set_id: str) -> tuple[bool, int, bool]:
+        ipset = state.ipsets.get(set_id)
+        return (False, -1, False) if ipset is None else (True, ipset.type, bool(ipset.bad_members))
+
+    def _members_only(self, state: DesiredState, dirty: Dirty) -> bool:
+        """Only IP set members changed, in ways no endpoint's validity depends on: the sets are
+        updated in place and no program needs recomputing."""
+        if (
+            dirty.policies
+            or dirty.profiles
+            or dirty.workload_endpoints
+            or dirty.host_endpoints
+            or dirty.other
+        ):
+            return False
+        if any(k not in self._bound for k in state.workload_endpoints):
+            return False  # endpoints are waiting for interfaces: take the normal path
+        return all(self._set_shapes.get(s) == self._set_shape(state, s) for s in dirty.ipsets)
+
+    def _apply_members(self, state: DesiredState, dirty_sets: set[str]) -> None:
+        if self.npol is not None:
+            self.npol.configure(state.ipsets, {}, dirty_sets)
+        assert self.acls is not None
+        kind = "other" if self.npol is not None else "all"
+        acls: dict[str, tuple[AclRule, ...]] = {}
+        for programs in self._programs.values():
+            if not self._acl_sets_matter(programs, dirty_sets):
+                continue
+            for program in (programs.egress, programs.ingress):
+                got = self._lowered(state, kind, program)
+                if isinstance(got, str):
+                    raise _SlowPath(got)
+                acls[got[0]] = got[1]
+        self.acls.ensure(acls)
 
     # ------------------------------------------------------------------ programming
 
     def _lowered(
         self, state: DesiredState, kind: str, program: Program
     ) -> tuple[str, tuple[AclRule, ...]] | str:
-        """(tag, rules) of the ACL for a program, or the reason it cannot be rendered."""
+        """(tag, rules) of the ACL for a program, or the reason it cannot be rendered.
+
+        Lowering is the expensive step (IP sets become prefixes), so results are kept across
+        applies, keyed by what the ACL judges (on npol interfaces: the program as packets other
+        than TCP/UDP/SCTP see it) and valid while the IP sets it uses are unchanged.
+        """
         if program.deny_all:
             return DENY_ALL_TAG, DENY_ALL_RULES
-        delegate = NPOL_PROTOCOLS if kind == "other" else frozenset()
-        try:
-            rules = acl_rules.lower_program(state, program, delegate=delegate, limit=self._acl_limit)
-        except AclTooLarge as exc:
-            return f"its policy needs more ACL rules than the limit ({exc})"
-        if not rules:
-            rules = DENY_ALL_RULES
         # Keyed by the program's identity (its blocks), not its content: a changed policy or IP
         # set rewrites the same ACL in place, and no interface needs touching.
-        return tag_for((kind, tuple(b.key for b in program.blocks), program.final)), rules
+        tag = tag_for((kind, tuple(b.key for b in program.blocks), program.final))
+        delegate = NPOL_PROTOCOLS if kind == "other" else frozenset()
+        judged = npol.other_protocols_program(program) if kind == "other" else program
+        sets = self._judged_sets(judged)
+        versions = tuple(self._set_versions.get(s, 0) for s in sets)
+        ckey = (kind, tuple(b.key for b in judged.blocks), judged.final)
+        cached = self._acl_cache.get(ckey)
+        if (
+            cached is not None
+            and cached[1] == versions
+            and len(cached[0]) == len(judged.blocks)
+            and all(a is b for a, b in zip(cached[0], judged.blocks, strict=True))
+        ):
+            result = cached[2]
+        else:
+            limit = min(self._acl_limit, OTHER_PROTOCOLS_LIMIT) if kind == "other" else self._acl_limit
+            result = self._lower(state, judged, delegate, limit)
+            if isinstance(result, str) and kind == "other":
+                # Exact is too big: deny every protocol npol does not judge (fail closed).
+                log.warning(
+                    "other_protocols_denied",
+                    block=str(program.blocks[0]) if program.blocks else "",
+                    reason=result,
+                    detail="protocols other than TCP/UDP/SCTP (ICMP...) are denied on the endpoints with "
+                    "this policy: their exact ACL would be too large",
+                )
+                self.approximated += 1
+                result = acl_rules.lower_program(state, DENY_ALL, delegate=delegate)
+            if len(self._acl_cache) > 4096:
+                self._acl_cache.clear()
+            self._acl_cache[ckey] = (judged.blocks, versions, result)
+        return result if isinstance(result, str) else (tag, result)
+
+    @staticmethod
+    def _lower(
+        state: DesiredState, program: Program, delegate: frozenset[int], limit: int
+    ) -> tuple[AclRule, ...] | str:
+        guess = acl_rules.estimate_rules(state, program)
+        if guess > limit:
+            return f"its policy needs about {guess} ACL rules, more than the limit of {limit}"
+        try:
+            return acl_rules.lower_program(state, program, delegate=delegate, limit=limit) or DENY_ALL_RULES
+        except AclTooLarge as exc:
+            return f"its policy needs more ACL rules than the limit ({exc})"
 
     def _program_interfaces(
         self,
@@ -440,6 +572,10 @@ class VppDataplane:
             failed[sw] = "VPP refused its ACL list"
         self.acls.collect(keep=frozenset({DENY_ALL_TAG}))
         return failed
+
+
+class _SlowPath(Exception):
+    """A members-only change needs the full path after all (an ACL would be too large)."""
 
 
 def rule_counts(acls: AclStore) -> dict[str, int]:

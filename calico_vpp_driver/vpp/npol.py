@@ -32,12 +32,14 @@ sets by key (the renderer turns keys into npol ids when it sends them).
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, TypeAlias
 
 from ..model.types import IPSET_IP_AND_PORT, IPNetwork, IPSet, PortRange, Rule
-from ..policy.program import Block
+from ..policy.program import Block, Program
 
 # npol enums (npol.api).
 NPOL_IP = 0
@@ -63,8 +65,9 @@ NPOL_PROTOCOLS: frozenset[int] = frozenset({PROTO_TCP, PROTO_UDP, PROTO_SCTP})
 _PROTO_BY_NAME = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}
 
 SetKey: TypeAlias = tuple[Any, ...]
-# A member of an npol set: a network (NET) or (address, protocol, port) (IP_AND_PORT).
-Member: TypeAlias = "IPNetwork | tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, int]"
+# A member of an npol set: (family, packed address, prefix length) for NET sets,
+# (family, packed address, protocol, port) for IP_AND_PORT sets.
+Member: TypeAlias = tuple[Any, ...]
 
 
 class Filter(NamedTuple):
@@ -196,10 +199,22 @@ def lower_rule(rule: Rule) -> NpolRuleSpec | None:
 
 
 _LOWERED: dict[Rule, NpolRuleSpec | None] = {}
+_BLOCK_RULES: dict[Any, tuple[Block, tuple[NpolRuleSpec, ...]]] = {}
 
 
 def block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
     """The npol policy's rules for a block (the end-of-tier drop included)."""
+    hit = _BLOCK_RULES.get(block.key)
+    if hit is not None and hit[0] is block:
+        return hit[1]
+    out = _block_rules(block)
+    if len(_BLOCK_RULES) > 50_000:
+        _BLOCK_RULES.clear()
+    _BLOCK_RULES[block.key] = (block, out)
+    return out
+
+
+def _block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
     out: list[NpolRuleSpec] = []
     for rule in block.rules:
         if rule in _LOWERED:
@@ -213,6 +228,89 @@ def block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
     if block.end == "deny":
         out.append(DENY_ALL)
     return tuple(out)
+
+
+# ------------------------------------------------------------------------------- the ACL's share
+
+PROTO_UDPLITE = 136
+_PORT_FIELDS = ("src_ports", "not_src_ports", "dst_ports", "not_dst_ports")
+
+
+def _other_protocols_rule(rule: Rule) -> Rule | None:
+    """The rule as packets other than TCP/UDP/SCTP see it (None: it never matches them).
+
+    A port criterion needs a packet that carries ports: of those, only UDP-Lite is not npol's.
+    Named-port and service sets hold TCP/UDP/SCTP members only, so for UDP-Lite a positive one
+    never matches and a negated one always holds.
+    """
+    if rule.protocol is not None and rule.protocol in NPOL_PROTOCOLS:
+        return None
+    needs_port = any(getattr(rule, f) for f in _PORT_FIELDS) or bool(
+        rule.src_named_port_ip_set_ids
+        or rule.dst_named_port_ip_set_ids
+        or rule.not_src_named_port_ip_set_ids
+        or rule.not_dst_named_port_ip_set_ids
+        or rule.dst_ip_port_set_ids
+    )
+    if not needs_port:
+        if rule.not_protocol is not None and rule.not_protocol in NPOL_PROTOCOLS:
+            return rule._replace(not_protocol=None)
+        return rule
+    if rule.protocol not in (None, PROTO_UDPLITE) or rule.not_protocol == PROTO_UDPLITE:
+        return None
+    if rule.src_named_port_ip_set_ids or rule.dst_named_port_ip_set_ids or rule.dst_ip_port_set_ids:
+        # A positive named-port set is OR-ed with the ranges of its side; for UDP-Lite only the
+        # ranges can match, so the side's ranges alone decide (a side with a set and no range
+        # never matches).
+        if rule.src_named_port_ip_set_ids and not rule.src_ports:
+            return None
+        if (rule.dst_named_port_ip_set_ids and not rule.dst_ports) or rule.dst_ip_port_set_ids:
+            return None
+    return rule._replace(
+        protocol=PROTO_UDPLITE,
+        not_protocol=None,
+        src_named_port_ip_set_ids=(),
+        dst_named_port_ip_set_ids=(),
+        not_src_named_port_ip_set_ids=(),
+        not_dst_named_port_ip_set_ids=(),
+    )
+
+
+_OTHER: dict[Rule, Rule | None] = {}
+
+
+_OTHER_BLOCKS: dict[Any, tuple[Block, Block]] = {}
+
+
+def other_protocols_program(program: Program) -> Program:
+    """The program cut to what the ACL judges on an npol interface: every rule as packets
+    other than TCP/UDP/SCTP see it. Equal for every packet the ACL decides; smaller to lower,
+    and unchanged by edits of TCP/UDP/SCTP rules (so the ACL is not rewritten for them)."""
+    blocks = []
+    for block in program.blocks:
+        hit = _OTHER_BLOCKS.get(block.key)
+        if hit is not None and hit[0] is block:
+            blocks.append(hit[1])
+            continue
+        rules = []
+        for rule in block.rules:
+            if rule in _OTHER:
+                cut = _OTHER[rule]
+            else:
+                if len(_OTHER) > 200_000:
+                    _OTHER.clear()
+                cut = _OTHER[rule] = _other_protocols_rule(rule)
+            if cut is not None:
+                rules.append(cut)
+        cut_block = Block(block.key, tuple(rules), block.end)
+        hit = _OTHER_BLOCKS.get(block.key)
+        if hit is not None and hit[1].rules == cut_block.rules and hit[1].end == cut_block.end:
+            cut_block = hit[1]  # the same object as before: caches keyed by identity still hit
+        if len(_OTHER_BLOCKS) > 50_000:
+            _OTHER_BLOCKS.clear()
+        _OTHER_BLOCKS[block.key] = (block, cut_block)
+        blocks.append(cut_block)
+    return Program(tuple(blocks), program.final, program.denied_because)
 
 
 # ------------------------------------------------------------------------------------ set members
@@ -234,35 +332,73 @@ def felix_sets(key: SetKey) -> tuple[str, ...]:
     return tuple(key[1]) + tuple(key[3])
 
 
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_BITS = {4: 32, 6: 128}
+_UNION = {4: "ip4", 6: "ip6"}
+
+
 def parse_member(text: str, ip_and_port: bool) -> Member:
-    """A Felix member string as an npol member value (the model validated it already)."""
+    """A Felix member string as an npol member value (the model validated it already):
+    (family, packed address, prefix length) or (family, packed address, protocol, port).
+
+    Host bits of a prefix are cleared (npol refuses them; Calico matches the network)."""
     if ip_and_port:
         addr, _, proto_port = text.rpartition(",")
         proto, _, port = proto_port.partition(":")
-        return (ipaddress.ip_address(addr), _PROTO_BY_NAME[proto], int(port))
-    return ipaddress.ip_network(text, strict=False)
+        v = 6 if ":" in addr else 4
+        return (v, socket.inet_pton(_AF[v], addr), _PROTO_BY_NAME[proto], int(port))
+    addr, slash, plen_text = text.partition("/")
+    v = 6 if ":" in addr else 4
+    bits = _BITS[v]
+    packed = socket.inet_pton(_AF[v], addr)
+    plen = int(plen_text) if slash else bits
+    if plen < bits:
+        value = int.from_bytes(packed, "big") >> (bits - plen) << (bits - plen)
+        packed = value.to_bytes(bits // 8, "big")
+    return (v, packed, plen)
 
 
 def member_api(member: Member) -> dict[str, Any]:
-    if isinstance(member, tuple):
-        return {"val": {"tuple": {"address": member[0], "l4_proto": member[1], "port": member[2]}}}
-    return {"val": {"prefix": member}}
+    v, packed = member[0], member[1]
+    address = {"af": 0 if v == 4 else 1, "un": {_UNION[v]: packed}}
+    if len(member) == 4:
+        return {"val": {"tuple": {"address": address, "l4_proto": member[2], "port": member[3]}}}
+    return {"val": {"prefix": {"address": address, "len": member[2]}}}
 
 
-def _intersect_nets(groups: list[set[IPNetwork]]) -> set[IPNetwork]:
-    """Prefixes covering exactly the addresses in every group (prefix containment only)."""
+def _span(member: Member) -> tuple[int, int, int]:
+    """(family, first, last) address of a prefix member, as integers."""
+    v, packed, plen = member[0], member[1], member[2]
+    first = int.from_bytes(packed, "big")
+    return v, first, first + (1 << (_BITS[v] - plen)) - 1
+
+
+def _covered(a_set: set[Any], b_set: set[Any]) -> set[Any]:
+    """The prefixes of A lying inside the union of B (sorted merged intervals, bisect)."""
+    merged: dict[int, tuple[list[int], list[int]]] = {4: ([], []), 6: ([], [])}
+    for v, first, last in sorted(_span(b) for b in b_set):
+        starts, ends = merged[v]
+        if ends and first <= ends[-1] + 1:
+            ends[-1] = max(ends[-1], last)
+        else:
+            starts.append(first)
+            ends.append(last)
+    out = set()
+    for a in a_set:
+        v, first, last = _span(a)
+        starts, ends = merged[v]
+        i = bisect.bisect_right(starts, first) - 1
+        if i >= 0 and last <= ends[i]:
+            out.add(a)
+    return out
+
+
+def _intersect_nets(groups: list[set[Any]]) -> set[Any]:
+    """Prefixes covering exactly the addresses in every group. Two prefixes are nested or
+    disjoint, so A AND B is the prefixes of either inside the other's union."""
     result = groups[0]
     for other in groups[1:]:
-        out: set[IPNetwork] = set()
-        for a in result:
-            for b in other:
-                if a.version != b.version:
-                    continue
-                if a.subnet_of(b):  # type: ignore[arg-type]
-                    out.add(a)
-                elif b.subnet_of(a):  # type: ignore[arg-type]
-                    out.add(b)
-        result = out
+        result = _covered(result, other) | _covered(other, result)
     return result
 
 
@@ -286,15 +422,13 @@ def derived_members(ipsets: Mapping[str, IPSet], key: SetKey) -> frozenset[Any]:
         named_members: set[Any] = set()
         for s in named:
             named_members |= _members_of(ipsets, s, True)
-        inter = {m for m in inter if any(r.first <= m[2] <= r.last for r in ranges) or m in named_members}
+        inter = {m for m in inter if any(r.first <= m[3] <= r.last for r in ranges) or m in named_members}
     return frozenset(inter)
 
 
 def sort_members(members: Iterable[Any]) -> list[Any]:
     """A stable order for sending (tests compare what was sent)."""
-    return sorted(
-        members, key=lambda m: (str(m[0]), m[1], m[2]) if isinstance(m, tuple) else (m.version, str(m))
-    )
+    return sorted(members)
 
 
 __all__ = [
@@ -310,6 +444,7 @@ __all__ = [
     "felix_sets",
     "lower_rule",
     "member_api",
+    "other_protocols_program",
     "parse_member",
     "set_type",
     "sort_members",

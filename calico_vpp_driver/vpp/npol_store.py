@@ -114,6 +114,9 @@ class NpolStore:
         self.interface_keys: dict[int, InterfacePolicies] = {}
         self.cnat_enabled: set[int] = set()
         self._suspect: set[SetKey] = set()
+        self._dependents: dict[str, set[SetKey]] = {}  # Felix set -> owned sets built from it
+        self._garbage = True  # something may have lost its last user: _collect has work
+        self.ids_changed = 0  # bumped whenever an object is created or deleted (see record())
         self.calls: Counter[str] = Counter()
         # Objects recorded by a previous driver process, deleted once nothing uses them.
         self.stale: dict[str, set[int]] = {"set": set(), "rule": set(), "policy": set()}
@@ -151,7 +154,8 @@ class NpolStore:
         self._create_rules(new_rules)
         self._write_policies(contents)
         self._configure_interfaces(wanted)
-        self._collect()
+        if self._garbage:
+            self._collect()
 
     def enable_cnat(self, interfaces: Iterable[int]) -> None:
         """Enable the cnat feature (and with it npol's hooks) on these interfaces, once each."""
@@ -179,6 +183,7 @@ class NpolStore:
                 pol = self.policies.get(pkey)
                 if pol is not None:
                     pol.users.discard(sw_if_index)
+        self._garbage = True
         self._collect()
 
     def object_counts(self) -> dict[str, int]:
@@ -204,6 +209,7 @@ class NpolStore:
     def adopt(self, record: Mapping[str, Any]) -> None:
         """Take over a previous process's objects: they are deleted after the first configure
         that no longer needs them (every interface is reconfigured before that)."""
+        self._garbage = True
         self.stale["set"].update(int(x) for x in record.get("sets", ()))
         self.stale["rule"].update(int(x) for x in record.get("rules", ()))
         self.stale["policy"].update(int(x) for x in record.get("policies", ()))
@@ -259,8 +265,12 @@ class NpolStore:
         keys: list[SetKey] = []
         rebuild: list[SetKey] = [k for k in self._suspect if k in self.sets]
         self._suspect.clear()
-        for key, owned in self.sets.items():
-            if key in rebuild or dirty.isdisjoint(npol.felix_sets(key)):
+        touched: set[SetKey] = set()
+        for felix_id in dirty:
+            touched |= self._dependents.get(felix_id, set())
+        for key in sorted(touched, key=repr):
+            owned = self.sets.get(key)
+            if owned is None or key in rebuild:
                 continue
             stype, members = self._desired_members(ipsets, key)
             if stype != owned.type:
@@ -299,6 +309,7 @@ class NpolStore:
             f"rules using rebuilt set {_describe(key)}",
         )
         self._send([("npol_ipset_delete", {"set_id": old.id}, f"ipset {_describe(key)}")], "set delete")
+        self.ids_changed += 1
 
     def _create_sets(self, ipsets: Mapping[str, IPSet], keys: set[SetKey]) -> None:
         if not keys:
@@ -316,6 +327,9 @@ class NpolStore:
             if res.error is None:
                 # Recorded empty until its members are in: a failed fill is retried by a diff.
                 self.sets[key] = _Set(int(res.reply.set_id), stype, frozenset())
+                self.ids_changed += 1
+                for felix_id in npol.felix_sets(key):
+                    self._dependents.setdefault(felix_id, set()).add(key)
                 requests += self._member_requests(key, int(res.reply.set_id), stype, members, True)
         error = _first_error(results, "IP set create")
         fill = self._results(requests)
@@ -340,6 +354,8 @@ class NpolStore:
         for spec, res in zip(ordered, results, strict=True):
             if res.error is None:
                 self.rules[spec] = int(res.reply.rule_id)
+                self.ids_changed += 1
+                self._garbage = True
                 self.rule_refs[spec] += 0  # known to the collector even if no policy takes it
                 for k in spec.set_keys():
                     self.set_refs[k] += 1
@@ -365,6 +381,8 @@ class NpolStore:
         for pkey, res in zip(creates, results, strict=True):
             if res.error is None:
                 self.policies[pkey] = _Policy(int(res.reply.policy_id), contents[pkey])
+                self.ids_changed += 1
+                self._garbage = True
                 self.rule_refs.update(contents[pkey])
         error = _first_error(results, "policy create")
         results = self._results(
@@ -382,6 +400,7 @@ class NpolStore:
                 self.policies[pkey].rules = contents[pkey]
                 self.rule_refs.update(contents[pkey])
                 self.rule_refs.subtract(old_rules)
+                self._garbage = True
         error = error or _first_error(results, "policy update")
         if error is not None:
             raise error
@@ -431,6 +450,7 @@ class NpolStore:
             for pkey in keys.rx + keys.tx:
                 self.policies[pkey].users.add(sw)
             self.interface_keys[sw] = keys
+            self._garbage = True
             self.interfaces[sw] = ids
         # Keep users of unchanged interfaces (their keys may have been recomputed).
         for sw, keys in wanted.items():
@@ -449,6 +469,8 @@ class NpolStore:
 
     def _collect(self) -> None:
         """Delete what nothing uses any more: policies, then rules, then sets."""
+        self._garbage = False
+        self.ids_changed += 1
         dead_policies = [k for k, p in self.policies.items() if not p.users]
         requests = [
             ("npol_policy_delete", {"policy_id": self.policies[k].id}, _describe_block(k))
@@ -478,6 +500,12 @@ class NpolStore:
         requests = []
         for k in dead_sets:
             self.set_refs.pop(k, None)
+            for felix_id in npol.felix_sets(k):
+                deps = self._dependents.get(felix_id)
+                if deps is not None:
+                    deps.discard(k)
+                    if not deps:
+                        del self._dependents[felix_id]
             requests.append(("npol_ipset_delete", {"set_id": self.sets.pop(k).id}, f"ipset {_describe(k)}"))
         requests += [("npol_ipset_delete", {"set_id": i}, "stale ipset") for i in sorted(self.stale["set"])]
         self._send_deletes(requests)
