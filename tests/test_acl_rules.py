@@ -10,12 +10,14 @@ acl_add_replace and its rule matcher, so `to_api` and `acl_allows` are held to t
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -52,6 +54,7 @@ from calico_vpp_driver.policy.verdict import Packet, PolicyError
 from calico_vpp_driver.sim import packet as simpacket
 from calico_vpp_driver.sim.handlers import HANDLERS
 from calico_vpp_driver.sim.state import U32_MAX, VppState
+from calico_vpp_driver.vpp import acl_rules
 from calico_vpp_driver.vpp.acl_rules import AclRule, AclTooLarge, acl_allows, lower_program
 
 TCP, UDP, ICMP, ICMP6, SCTP, UDPLITE, IPIP, GRE = 6, 17, 1, 58, 132, 136, 4, 47
@@ -759,16 +762,34 @@ def direct_programs(draw: st.DrawFn) -> tuple[DesiredState, Program, list[Packet
         block_rules = draw(st.lists(rules(("allow", "deny", "pass")), max_size=4))
         end: BlockEnd = draw(st.sampled_from(["deny", "next"]))
         blocks.append(Block(("b", i), tuple(block_rules), end))
-    final = draw(st.sampled_from(["allow", "deny"]))
+    final: Literal["allow", "deny"] = draw(st.sampled_from(["allow", "deny"]))
     local = draw(st.lists(st.sampled_from(V4_ADDRS + V6_ADDRS), min_size=1, max_size=3))
     pkts = draw(st.lists(packets(local), min_size=10, max_size=30))
     return state, Program(tuple(blocks), final=final), pkts
 
 
+# The lowering's optional shortcuts have work limits; small programs never reach them, so
+# some examples run with them forced: shields cut to the hull of P (instead of fitted to
+# each negated box), and no search for rules the rest of the list already implies.
+PATHS = {
+    "default": {},
+    "hull-shields": {"_SHIELD_PAIRS": 0},
+    "no-redundancy-search": {"_REDUNDANCY_STEPS": 0, "_DEAD_DENY_STEPS": 0},
+}
+
+
 @PROPERTY_SETTINGS
-@given(drawn=direct_programs(), stateful=st.booleans(), delegate=delegates)
+@given(
+    drawn=direct_programs(),
+    stateful=st.booleans(),
+    delegate=delegates,
+    path=st.sampled_from(sorted(PATHS)),
+)
 def test_acl_equals_program_on_direct_programs(
-    drawn: tuple[DesiredState, Program, list[Packet]], stateful: bool, delegate: frozenset[int]
+    drawn: tuple[DesiredState, Program, list[Packet]], stateful: bool, delegate: frozenset[int], path: str
 ) -> None:
     state, program, pkts = drawn
-    check_against_program(state, program, pkts, stateful, delegate)
+    with contextlib.ExitStack() as stack:
+        for name, value in PATHS[path].items():
+            stack.enter_context(mock.patch.object(acl_rules, name, value))
+        check_against_program(state, program, pkts, stateful, delegate)

@@ -219,6 +219,22 @@ def test_ip_set_member_add_is_one_message(node: SimNode) -> None:
     assert node.verdict(Packet.tcp(STRANGER, A_IP, 80))[0] is False
 
 
+def test_a_malformed_member_fails_the_endpoint_closed_and_its_removal_restores_it(node: SimNode) -> None:
+    node.add_pod("calia", [A_IP])
+    st = base_state()
+    board = apply(node, st)
+    assert node.verdict(Packet.tcp(FRIEND, A_IP, 80))[0] is True
+    st.delta_ipset("friends", ["10.9.0.300/32"], [])  # not an address: the set is in error
+    apply(node, st, board)
+    assert st.endpoint_problems(A)
+    assert node.verdict(Packet.tcp(FRIEND, A_IP, 80))[0] is False
+    assert node.verdict(Packet.icmp(STRANGER, A_IP))[0] is False
+    st.delta_ipset("friends", [], ["10.9.0.300/32"])
+    apply(node, st, board)
+    assert not st.endpoint_problems(A)
+    check_all(node, st)
+
+
 def _big_policy(port: int) -> Policy:
     rules = tuple(
         Rule(action="allow", protocol=6, dst_ports=(PortRange(1000 + i, 1000 + i),)) for i in range(19)
