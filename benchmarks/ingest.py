@@ -541,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # Ingest alone: no VPP to program (benchmarks/policy.py measures programming).
+    env.setdefault("CALICO_VPP_DATAPLANE", "model-only")
     for kv in args.env:
         k, _, v = kv.partition("=")
         env[k] = v

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, str] = {
     "ingest": "ingest.py",  # Felix startup stream -> driver in_sync: members/s, RSS
     "vpp_calls": "vpp_calls.py",  # VPP client vs the simulator: sync/pipelined calls/s, packing share
+    "policy": "policy.py",  # node-at-scale policy into the simulator: all up, member add, rule change
 }
 
 
