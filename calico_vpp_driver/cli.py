@@ -115,7 +115,9 @@ def _make_dataplane() -> Dataplane:
     from .vpp.client import VppClient
     from .vpp.dataplane import VppDataplane
 
-    return VppDataplane(lambda cfg: _started(VppClient.from_config(cfg, connect_timeout=2.0)))
+    return VppDataplane(
+        lambda cfg: _started(VppClient.from_config(cfg, connect_timeout=2.0, read_timeout=30.0))
+    )
 
 
 def _started(client: Any) -> Any:
@@ -354,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--vpp",
             default="sim",
             metavar="sim|SOCKET",
-            help="'sim' (default: the driver programs the VPP simulator), 'oracle' (no VPP: the policy oracle alone) or VPP's API socket",
+            help="'sim' (default: the driver programs the VPP simulator), "
+            "'oracle' (no VPP: the policy oracle alone) or VPP's API socket",
         )
         p.add_argument(
             "--backend",

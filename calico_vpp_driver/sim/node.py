@@ -70,19 +70,24 @@ class SimNode:
         server: SimServer | None = None,
         vpp_state: VppState | None = None,
         acl_limit: int = 65536,
+        external_socket: str | None = None,
     ) -> None:
+        """`external_socket`: drive a simulator (or VPP) running in another process; packets
+        cannot be judged then (`verdict` needs the simulator's state)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="cvd-simnode-", dir=socket_dir)
         self.state_dir = state_dir or os.path.join(self._tmp.name, "state")
-        self.socket = os.path.join(self._tmp.name, "api.sock")
-        if server is None:
+        self.socket = external_socket or os.path.join(self._tmp.name, "api.sock")
+        if server is None and external_socket is None:
             factory = (lambda: vpp_state) if vpp_state is not None else None
             server = SimServer(self.socket, state_factory=factory).start()
-        else:
+        elif server is not None:
             self.socket = server.socket_path
-        self.server = server
+        self._server = server
         base = config or Config()
         self.config = _with(base, vpp_api_socket=self.socket, vpp_state_dir=self.state_dir)
-        self.client = VppClient(self.socket, features=("interfaces", "fib"), connect_timeout=10)
+        self.client = VppClient(
+            self.socket, features=("interfaces", "fib"), connect_timeout=10, read_timeout=60
+        )
         self.client.start()
         self._backend, self._acl_limit = backend, acl_limit
         self._node_ips = (node_ip, node_ip6)
@@ -150,10 +155,15 @@ class SimNode:
             )
 
     def add_pod(
-        self, name: str, addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
+        self,
+        name: str,
+        addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address],
+        *,
+        register: bool = True,
     ) -> Pod:
         """Create a pod's interface as the CNI plugin would; it denies everything until
-        Felix's endpoint for it (`WorkloadEndpoint.name == name`) is programmed."""
+        Felix's endpoint for it (`WorkloadEndpoint.name == name`) is programmed.
+        `register=False`: the interface is left for a driver in another process to find."""
         c = self.client
         addrs = tuple(ipaddress.ip_address(str(a).split("/")[0]) for a in addresses)
         sw = int(
@@ -167,7 +177,8 @@ class SimNode:
                 tag=name,
             ).sw_if_index
         )
-        self.dataplane.register_pod_interface(sw)  # deny-all before it can carry anything
+        if register:
+            self.dataplane.register_pod_interface(sw)  # deny-all before it can carry anything
         c.call(
             "sw_interface_set_unnumbered", sw_if_index=self.pod_loop, unnumbered_sw_if_index=sw, is_add=True
         )
@@ -199,11 +210,18 @@ class SimNode:
             )
         return verdict == "allow", trace
 
+    @property
+    def server(self) -> SimServer:
+        if self._server is None:
+            raise RuntimeError("the simulator runs in another process: its state is not here")
+        return self._server
+
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         self.dataplane.close()
-        self.server.stop()
+        if self._server is not None:
+            self._server.stop()
         self._tmp.cleanup()
 
     def __enter__(self) -> SimNode:
