@@ -259,8 +259,14 @@ def _start_node(scenario: Scenario, vpp: str, backend: str) -> SimNode:
     return SimNode(backend=backend)
 
 
-def _program(node: SimNode, state: DesiredState, cfg: config_mod.Config, board: StatusBoard, stage: str,
-             out: ReplayResult) -> None:
+def _program(
+    node: SimNode,
+    state: DesiredState,
+    cfg: config_mod.Config,
+    board: StatusBoard,
+    stage: str,
+    out: ReplayResult,
+) -> None:
     """Create the interfaces of new local pods (as CNI would), then let the dataplane apply."""
     for ep in state.workload_endpoints.values():
         if ep.name not in node.pods:
@@ -351,7 +357,9 @@ def format_result(
         why = r.why
         if r.disagrees:
             why = f"VPP {r.actual} but the oracle {'allows' if r.verdict.allow else 'denies'}: {why}"
-        rows.append([str(i), step, p.name, src, dst, p.service, p.expect or "-", r.actual, r.judged_by, mark, why])
+        rows.append(
+            [str(i), step, p.name, src, dst, p.service, p.expect or "-", r.actual, r.judged_by, mark, why]
+        )
     headers = ["#", "step", "probe", "from", "to", "proto/port", "expect", "actual", "by", "ok", "why"]
     if not any(p.name for p in sc.probes):
         headers = headers[:2] + headers[3:]
@@ -372,7 +380,9 @@ def format_result(
         lines.append(f"REPLAY PROBLEM: {problem}")
     for r in result.failures:
         if r.disagrees:
-            lines.append(f"FAILED {r.probe.label}: VPP says {r.actual}, the oracle the opposite; VPP's trace:")
+            lines.append(
+                f"FAILED {r.probe.label}: VPP says {r.actual}, the oracle the opposite; VPP's trace:"
+            )
             lines.extend(f"    {t}" for t in r.vpp_trace)
         else:
             lines.append(f"FAILED {r.probe.label}: expected {r.probe.expect}, got {r.actual} ({r.why})")
