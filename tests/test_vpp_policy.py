@@ -460,3 +460,20 @@ def test_no_intermediate_state_allows_what_policy_denies_across_a_driver_restart
     node.server.after_request = None
     assert not leaks, leaks[:5]
     check_all(node, st2)
+
+
+def test_a_restart_after_a_stale_record_never_deletes_objects_it_now_owns() -> None:
+    """The previous process deleted objects after its last record (then crashed): VPP hands
+    those ids to the new process, which must not delete them as stale."""
+    with SimNode(backend="npol") as node:
+        node.add_pod("calia", [A_IP])
+        st = base_state()
+        apply(node, st)  # the record is written now
+        st.update_policy(Policy(WEB, inbound_rules=(Rule(action="allow", protocol=17),), tier="default"))
+        apply(node, st)  # rules freed and created: within RECORD_SECONDS, not recorded
+        node.dataplane = node.new_dataplane()  # no close(): a crash
+        st2 = base_state()
+        apply(node, st2)
+        assert node.server.state.npol_dangling() == []
+        check_all(node, st2)
+        assert node.verdict(Packet.udp(FRIEND, A_IP, 53))[0] is False

@@ -33,7 +33,7 @@ what they render for them across endpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from ..config import Config
 from ..model.state import DesiredState
@@ -158,22 +158,47 @@ def _remember(key: BlockKey, objs: tuple[object, ...], block: Block) -> Block:
     return block
 
 
-def tier_block(state: DesiredState, tier: TierInfo, direction: Direction) -> Block | None:
-    """A tier's block for one direction (None: the tier does not apply to it)."""
+_ENFORCED: dict[tuple[int, str], tuple[TierInfo, BlockKey | None]] = {}
+
+
+def _tier_key(tier: TierInfo, direction: Direction) -> BlockKey | None:
+    """The block key of a tier and direction (None: no enforced policy), cached per TierInfo."""
+    hit = _ENFORCED.get((id(tier), direction))
+    if hit is not None and hit[0] is tier:
+        return hit[1]
     ids = tier.ingress_policies if direction == "ingress" else tier.egress_policies
     enforced = tuple(pid for pid in ids if not pid.staged)
-    if not enforced:
-        return None
     end: BlockEnd = "next" if tier.default_action == "Pass" else "deny"
-    key: BlockKey = ("tier", direction, tier.name, enforced, end)
+    key: BlockKey | None = ("tier", direction, tier.name, enforced, end) if enforced else None
+    if len(_ENFORCED) > 200_000:
+        _ENFORCED.clear()
+    _ENFORCED[(id(tier), direction)] = (tier, key)
+    return key
+
+
+def tier_block(
+    state: DesiredState, tier: TierInfo, direction: Direction, memo: dict[BlockKey, Block] | None = None
+) -> Block | None:
+    """A tier's block for one direction (None: the tier does not apply to it).
+
+    `memo`: blocks already checked against this same state (one apply), by key."""
+    key = _tier_key(tier, direction)
+    if key is None:
+        return None
+    if memo is not None and key in memo:
+        return memo[key]
+    enforced: tuple[Any, ...] = key[3]  # type: ignore[assignment]
+    end: BlockEnd = key[4]  # type: ignore[assignment]
     policies = tuple(state.policies[pid] for pid in enforced)
     block = _cached(key, policies)
-    if block is not None:
-        return block
-    rules: list[Rule] = []
-    for policy in policies:
-        rules.extend(_rules_of(policy.inbound_rules if direction == "ingress" else policy.outbound_rules))
-    return _remember(key, policies, Block(key, tuple(rules), end))
+    if block is None:
+        rules: list[Rule] = []
+        for policy in policies:
+            rules.extend(_rules_of(policy.inbound_rules if direction == "ingress" else policy.outbound_rules))
+        block = _remember(key, policies, Block(key, tuple(rules), end))
+    if memo is not None:
+        memo[key] = block
+    return block
 
 
 def profile_block(state: DesiredState, name: str, direction: Direction) -> Block:
@@ -206,6 +231,7 @@ def workload_program(
     key: WorkloadEndpointID,
     direction: Direction,
     problems: list[str] | None = None,
+    memo: dict[BlockKey, Block] | None = None,
 ) -> Program:
     """The program for a workload endpoint's ingress (to the pod) or egress (from it).
 
@@ -219,11 +245,15 @@ def workload_program(
         return Program((), denied_because=tuple(problems))
     if not ep.active:
         return Program((), denied_because=(f"endpoint state {ep.state!r} is not active",))
-    return _workload_blocks(state, config, ep, direction)
+    return _workload_blocks(state, config, ep, direction, memo)
 
 
 def _workload_blocks(
-    state: DesiredState, config: Config, ep: WorkloadEndpoint, direction: Direction
+    state: DesiredState,
+    config: Config,
+    ep: WorkloadEndpoint,
+    direction: Direction,
+    memo: dict[BlockKey, Block] | None = None,
 ) -> Program:
     blocks: list[Block] = []
     if direction == "egress":
@@ -231,7 +261,7 @@ def _workload_blocks(
         if drops is not None:
             blocks.append(drops)
     for tier in ep.tiers:
-        block = tier_block(state, tier, direction)
+        block = tier_block(state, tier, direction, memo)
         if block is not None:
             blocks.append(block)
     for name in ep.profile_ids:

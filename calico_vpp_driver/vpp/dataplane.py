@@ -49,6 +49,7 @@ log = structlog.get_logger("calico_vpp_driver.vpp.dataplane")
 STATUS_FAMILY = "vpp"
 INTERFACE_REFRESH_SECONDS = 0.5
 CONNECT_RETRY_SECONDS = 5.0
+RECORD_SECONDS = 2.0
 # npol backend: the largest exact ACL for the protocols npol cannot see (beyond: they are denied).
 OTHER_PROTOCOLS_LIMIT = 2048
 STATE_FILE = "npol-objects.json"
@@ -102,10 +103,12 @@ class VppDataplane:
         ] = {}
         self._set_shapes: dict[str, tuple[bool, int, bool]] = {}
         self._problems: dict[WorkloadEndpointID, list[str]] = {}  # as of the last apply
+        self._tags: dict[tuple[Any, ...], str] = {}
         self._set_versions: dict[str, int] = {}  # bumped on every change of an IP set
         self._relevant_cache: dict[tuple[int, ...], tuple[tuple[Block, ...], tuple[str, ...]]] = {}
         self._recorded: dict[str, Any] | None = None
         self._recorded_at = -1
+        self._record_written = -1e9
         self._retry_at = 0.0
         self._backoff = 0.0
         self.approximated = 0  # ACLs whose other protocols are denied (exact would be too big)
@@ -121,6 +124,8 @@ class VppDataplane:
         self._full = True
 
     def close(self) -> None:
+        if self.client is not None and self.npol is not None:
+            self._save_record(now=True)
         if self.client is not None:
             try:
                 self.client.close()
@@ -193,9 +198,14 @@ class VppDataplane:
         npol_record: dict[str, Any] = data.get("npol", {})
         return npol_record
 
-    def _save_record(self) -> None:
+    def _save_record(self, now: bool = False) -> None:
+        """Write the npol record, at most every RECORD_SECONDS (a lagging record can only leak
+        objects after a crash: the store never deletes a recorded id it owns again)."""
         if self.npol is None or self.npol.ids_changed == self._recorded_at:
             return
+        if not now and self._clock() - self._record_written < RECORD_SECONDS:
+            return
+        self._record_written = self._clock()
         self._recorded_at = self.npol.ids_changed
         record = self.npol.record()
         if record == self._recorded:
@@ -327,6 +337,7 @@ class VppDataplane:
         board: StatusBoard,
     ) -> None:
         dirty_sets = dirty.ipsets
+        memo: dict[Any, Block] = {}  # blocks checked against this state, shared by endpoints
         targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
         for key in removed:
             sw = self._bound.pop(key, None)
@@ -352,8 +363,8 @@ class VppDataplane:
                 state, key, quick if key not in dirty.workload_endpoints else None
             )
             programs = _Programs(
-                workload_program(state, self.config, key, "ingress", problems),
-                workload_program(state, self.config, key, "egress", problems),
+                workload_program(state, self.config, key, "ingress", problems, memo),
+                workload_program(state, self.config, key, "egress", problems, memo),
             )
             if (
                 sets_only
@@ -474,7 +485,12 @@ class VppDataplane:
             return DENY_ALL_TAG, DENY_ALL_RULES
         # Keyed by the program's identity (its blocks), not its content: a changed policy or IP
         # set rewrites the same ACL in place, and no interface needs touching.
-        tag = tag_for((kind, tuple(b.key for b in program.blocks), program.final))
+        identity = (kind, tuple(b.key for b in program.blocks), program.final)
+        tag = self._tags.get(identity)
+        if tag is None:
+            if len(self._tags) > 100_000:
+                self._tags.clear()
+            tag = self._tags[identity] = tag_for(identity)
         delegate = NPOL_PROTOCOLS if kind == "other" else frozenset()
         judged = npol.other_protocols_program(program) if kind == "other" else program
         sets = self._judged_sets(judged)
@@ -532,7 +548,8 @@ class VppDataplane:
         wanted_acls: dict[str, tuple[AclRule, ...]] = {DENY_ALL_TAG: DENY_ALL_RULES}  # always kept
         lists: dict[int, tuple[list[str], list[str]]] = {}
         npol_blocks: dict[int, tuple[Sequence[Block], Sequence[Block]] | None] = {}
-        lowered_cache: dict[tuple[str, Program], tuple[str, tuple[AclRule, ...]] | str] = {}
+        # Per apply, by the identity of the program's blocks (hashing a program would hash every rule).
+        lowered_cache: dict[tuple[Any, ...], tuple[str, tuple[AclRule, ...]] | str] = {}
         for sw, target in targets.items():
             if target is None:
                 lists[sw] = ([DENY_ALL_TAG], [DENY_ALL_TAG])
@@ -541,7 +558,7 @@ class VppDataplane:
             _key, programs = target
             tags = []
             for program in (programs.egress, programs.ingress):
-                ck = (kind, program)
+                ck = (kind, tuple(id(b) for b in program.blocks), program.final, program.denied_because)
                 got = lowered_cache.get(ck)
                 if got is None:
                     got = lowered_cache[ck] = self._lowered(state, kind, program)

@@ -148,7 +148,12 @@ class NpolStore:
             wanted[sw] = InterfacePolicies(tuple(rx), tuple(tx))
 
         self._sync_sets(ipsets, set(dirty_sets))
-        new_rules = {spec for rules in contents.values() for spec in rules if spec not in self.rules}
+        new_rules: set[NpolRuleSpec] = set()
+        for pkey, rules in contents.items():
+            owned = self.policies.get(pkey)
+            if owned is not None and owned.rules is rules:
+                continue  # unchanged (block lowerings are cached, so unchanged means the same object)
+            new_rules.update(spec for spec in rules if spec not in self.rules)
         new_sets = {k for spec in new_rules for k in spec.set_keys() if k not in self.sets}
         self._create_sets(ipsets, new_sets)
         self._create_rules(new_rules)
@@ -471,6 +476,11 @@ class NpolStore:
         """Delete what nothing uses any more: policies, then rules, then sets."""
         self._garbage = False
         self.ids_changed += 1
+        # A recorded id that is ours now was freed by the previous process (after its last
+        # record) and handed to us again by VPP: never delete it.
+        self.stale["policy"] -= {p.id for p in self.policies.values()}
+        self.stale["rule"] -= set(self.rules.values())
+        self.stale["set"] -= {x.id for x in self.sets.values()}
         dead_policies = [k for k, p in self.policies.items() if not p.users]
         requests = [
             ("npol_policy_delete", {"policy_id": self.policies[k].id}, _describe_block(k))
