@@ -104,6 +104,7 @@ class VppDataplane:
         self._set_shapes: dict[str, tuple[bool, int, bool]] = {}
         self._problems: dict[WorkloadEndpointID, list[str]] = {}  # as of the last apply
         self._tags: dict[tuple[Any, ...], str] = {}
+        self._acl_sets: dict[WorkloadEndpointID, frozenset[str]] = {}  # endpoint -> sets its ACLs use
         self._set_versions: dict[str, int] = {}  # bumped on every change of an IP set
         self._relevant_cache: dict[tuple[int, ...], tuple[tuple[Block, ...], tuple[str, ...]]] = {}
         self._recorded: dict[str, Any] | None = None
@@ -156,6 +157,7 @@ class VppDataplane:
         self._by_tag.clear()
         self._bound.clear()
         self._programs.clear()
+        self._acl_sets.clear()
         self._last_refresh = -1e9
         self._full = True
         adopted = self.acls.adopt()
@@ -343,6 +345,7 @@ class VppDataplane:
             sw = self._bound.pop(key, None)
             self._programs.pop(key, None)
             self._problems.pop(key, None)
+            self._acl_sets.pop(key, None)
             if sw is not None:
                 targets[sw] = None
         waiting: list[WorkloadEndpointID] = []
@@ -373,6 +376,7 @@ class VppDataplane:
             ):
                 continue  # only IP set members changed, and npol's sets carry them
             self._programs[key] = programs
+            self._acl_sets[key] = self._program_sets(programs)
             targets[sw] = (key, programs)
         if full:
             bound = set(self._bound.values())
@@ -427,6 +431,14 @@ class VppDataplane:
         self._relevant_cache[ckey] = (judged.blocks, sets)
         return sets
 
+    def _program_sets(self, programs: _Programs) -> frozenset[str]:
+        """The IP sets whose members the endpoint's ACLs depend on."""
+        out: set[str] = set()
+        for program in (programs.ingress, programs.egress):
+            judged = npol.other_protocols_program(program) if self.npol is not None else program
+            out.update(self._judged_sets(judged))
+        return frozenset(out)
+
     def _acl_sets_matter(self, programs: _Programs, dirty_sets: set[str]) -> bool:
         """Whether a change of these IP sets changes the ACL of these programs."""
         for program in (programs.ingress, programs.egress):
@@ -460,8 +472,8 @@ class VppDataplane:
         assert self.acls is not None
         kind = "other" if self.npol is not None else "all"
         acls: dict[str, tuple[AclRule, ...]] = {}
-        for programs in self._programs.values():
-            if not self._acl_sets_matter(programs, dirty_sets):
+        for key, programs in self._programs.items():
+            if dirty_sets.isdisjoint(self._acl_sets.get(key, ())):
                 continue
             for program in (programs.egress, programs.ingress):
                 got = self._lowered(state, kind, program)
