@@ -211,6 +211,26 @@ def profile_block(state: DesiredState, name: str, direction: Direction) -> Block
     return _remember(key, (profile,), Block(key, _rules_of(rules), "next"))
 
 
+def rebuild_block(state: DesiredState, block: Block) -> Block:
+    """The block with the same key, from the current policies or profile (after one of them
+    changed; the key, made of policy IDs, stays the same)."""
+    key = block.key
+    if key[0] == "profile":
+        return profile_block(state, str(key[2]), key[1])  # type: ignore[arg-type]
+    if key[0] != "tier":
+        return block
+    direction: Direction = key[1]  # type: ignore[assignment]
+    enforced: tuple[Any, ...] = key[3]  # type: ignore[assignment]
+    policies = tuple(state.policies[pid] for pid in enforced)
+    cached = _cached(key, policies)
+    if cached is not None:
+        return cached
+    rules: list[Rule] = []
+    for policy in policies:
+        rules.extend(_rules_of(policy.inbound_rules if direction == "ingress" else policy.outbound_rules))
+    return _remember(key, policies, Block(key, tuple(rules), block.end))
+
+
 def workload_egress_drops(config: Config) -> Block | None:
     """Felix drops VXLAN and IP-in-IP packets from workloads before any policy (unless allowed)."""
     rules: list[Rule] = []

@@ -36,8 +36,8 @@ import structlog
 from ..config import Config
 from ..felix.status import Health, StatusBoard
 from ..model.state import DesiredState, Dirty
-from ..model.types import ProfileID, WorkloadEndpointID
-from ..policy.program import DENY_ALL, Block, Program, workload_program
+from ..model.types import PolicyID, ProfileID, WorkloadEndpointID
+from ..policy.program import DENY_ALL, Block, Program, rebuild_block, workload_program
 from . import acl_rules, npol
 from .acl_rules import AclRule, AclTooLarge
 from .acl_store import AclStore, tag_for
@@ -300,6 +300,8 @@ class VppDataplane:
                     self._apply_members(state, dirty.ipsets)
                 except _SlowPath:
                     fast = False
+            elif not full and not removed and self._owners_only(state, dirty):
+                fast = self._apply_owners(state, dirty, board)
             if not fast:
                 quick: dict[object, set[str]] | None = None
                 if not full and all(
@@ -465,6 +467,62 @@ class VppDataplane:
         if any(k not in self._bound for k in state.workload_endpoints):
             return False  # endpoints are waiting for interfaces: take the normal path
         return all(self._set_shapes.get(s) == self._set_shape(state, s) for s in dirty.ipsets)
+
+    def _owners_only(self, state: DesiredState, dirty: Dirty) -> bool:
+        """Only policies/profiles changed (not endpoints, sets or config)."""
+        if dirty.ipsets or dirty.workload_endpoints or dirty.host_endpoints or dirty.other:
+            return False
+        return bool(dirty.policies or dirty.profiles)
+
+    def _apply_owners(self, state: DesiredState, dirty: Dirty, board: StatusBoard) -> bool:
+        """A policy or profile changed content: block keys (policy IDs) stay the same, so each
+        endpoint's program changes only in the blocks holding it; swap those blocks in and
+        program. False: this change needs the general path (new problems, unbound endpoints)."""
+        owners: list[PolicyID | ProfileID] = [*dirty.policies, *(ProfileID(n) for n in dirty.profiles)]
+        users: set[WorkloadEndpointID] = set()
+        for owner in owners:
+            if state.owner_problems(owner):
+                return False
+            found = (
+                state.profile_users(owner.name) if isinstance(owner, ProfileID) else state.policy_users(owner)
+            )
+            users.update(k for k in found if isinstance(k, WorkloadEndpointID))
+        for key in users:
+            if key not in self._programs or key not in self._bound or self._problems.get(key) != []:
+                return False
+        changed_policies = set(dirty.policies)
+        changed_profiles = set(dirty.profiles)
+
+        def touched(block: Block) -> bool:
+            k = block.key
+            if k[0] == "tier":
+                return not changed_policies.isdisjoint(k[3])  # type: ignore[arg-type]
+            return k[0] == "profile" and k[2] in changed_profiles
+
+        fresh: dict[Any, Block] = {}
+        targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
+        for key in users:
+            old = self._programs[key]
+            progs = []
+            for program in (old.ingress, old.egress):
+                blocks = []
+                for block in program.blocks:
+                    if touched(block):
+                        block = fresh.get(block.key) or fresh.setdefault(
+                            block.key, rebuild_block(state, block)
+                        )
+                    blocks.append(block)
+                progs.append(Program(tuple(blocks), program.final, program.denied_because))
+            programs = _Programs(progs[0], progs[1])
+            self._programs[key] = programs
+            self._acl_sets[key] = self._program_sets(programs)
+            targets[self._bound[key]] = (key, programs)
+        failed = self._program_interfaces(targets, state, ())
+        for sw, target in targets.items():
+            if target is not None:
+                reason = failed.get(sw)
+                board.report(target[0], STATUS_FAMILY, Health.ERROR if reason else Health.UP, reason or "")
+        return True
 
     def _apply_members(self, state: DesiredState, dirty_sets: set[str]) -> None:
         if self.npol is not None:
