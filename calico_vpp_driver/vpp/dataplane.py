@@ -500,24 +500,35 @@ class VppDataplane:
             return k[0] == "profile" and k[2] in changed_profiles
 
         fresh: dict[Any, Block] = {}
+        cut_same: dict[Any, bool] = {}
         targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
+        same_acls: set[int] = set()
         for key in users:
             old = self._programs[key]
             progs = []
+            acl_same = self.npol is not None
             for program in (old.ingress, old.egress):
                 blocks = []
                 for block in program.blocks:
                     if touched(block):
-                        block = fresh.get(block.key) or fresh.setdefault(
-                            block.key, rebuild_block(state, block)
-                        )
+                        if block.key not in fresh:
+                            # With npol, the ACL judges only other protocols: unchanged if the cut is.
+                            old_cut = npol.other_protocols_block(block)
+                            fresh[block.key] = rebuild_block(state, block)
+                            cut_same[block.key] = npol.other_protocols_block(fresh[block.key]) is old_cut
+                        acl_same = acl_same and cut_same[block.key]
+                        block = fresh[block.key]
                     blocks.append(block)
                 progs.append(Program(tuple(blocks), program.final, program.denied_because))
             programs = _Programs(progs[0], progs[1])
             self._programs[key] = programs
-            self._acl_sets[key] = self._program_sets(programs)
-            targets[self._bound[key]] = (key, programs)
-        failed = self._program_interfaces(targets, state, ())
+            sw = self._bound[key]
+            if acl_same:
+                same_acls.add(sw)
+            else:
+                self._acl_sets[key] = self._program_sets(programs)
+            targets[sw] = (key, programs)
+        failed = self._program_interfaces(targets, state, (), frozenset(same_acls))
         for sw, target in targets.items():
             if target is not None:
                 reason = failed.get(sw)
@@ -610,8 +621,12 @@ class VppDataplane:
         targets: Mapping[int, tuple[WorkloadEndpointID, _Programs] | None],
         state: DesiredState,
         dirty_sets: Iterable[str],
+        acls_unchanged: frozenset[int] = frozenset(),
     ) -> dict[int, str]:
-        """Program each interface (None = deny all); returns interface -> failure reason."""
+        """Program each interface (None = deny all); returns interface -> failure reason.
+
+        `acls_unchanged`: interfaces whose ACLs are known to stay as they are (only npol's part
+        of their program changed)."""
         assert self.acls is not None
         failed: dict[int, str] = {}
         kind = "other" if self.npol is not None else "all"
@@ -626,6 +641,11 @@ class VppDataplane:
                 npol_blocks[sw] = None
                 continue
             _key, programs = target
+            current = self.acls.interfaces.get(sw)
+            if sw in acls_unchanged and current is not None:
+                lists[sw] = (list(current[0]), list(current[1]))
+                npol_blocks[sw] = (programs.egress.blocks, programs.ingress.blocks)
+                continue
             tags = []
             for program in (programs.egress, programs.ingress):
                 ck = (kind, tuple(id(b) for b in program.blocks), program.final, program.denied_because)

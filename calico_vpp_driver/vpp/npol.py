@@ -286,31 +286,34 @@ def other_protocols_program(program: Program) -> Program:
     """The program cut to what the ACL judges on an npol interface: every rule as packets
     other than TCP/UDP/SCTP see it. Equal for every packet the ACL decides; smaller to lower,
     and unchanged by edits of TCP/UDP/SCTP rules (so the ACL is not rewritten for them)."""
-    blocks = []
-    for block in program.blocks:
-        hit = _OTHER_BLOCKS.get(block.key)
-        if hit is not None and hit[0] is block:
-            blocks.append(hit[1])
-            continue
-        rules = []
-        for rule in block.rules:
-            if rule in _OTHER:
-                cut = _OTHER[rule]
-            else:
-                if len(_OTHER) > 200_000:
-                    _OTHER.clear()
-                cut = _OTHER[rule] = _other_protocols_rule(rule)
-            if cut is not None:
-                rules.append(cut)
-        cut_block = Block(block.key, tuple(rules), block.end)
-        hit = _OTHER_BLOCKS.get(block.key)
-        if hit is not None and hit[1].rules == cut_block.rules and hit[1].end == cut_block.end:
-            cut_block = hit[1]  # the same object as before: caches keyed by identity still hit
-        if len(_OTHER_BLOCKS) > 50_000:
-            _OTHER_BLOCKS.clear()
-        _OTHER_BLOCKS[block.key] = (block, cut_block)
-        blocks.append(cut_block)
-    return Program(tuple(blocks), program.final, program.denied_because)
+    return Program(
+        tuple(other_protocols_block(b) for b in program.blocks), program.final, program.denied_because
+    )
+
+
+def other_protocols_block(block: Block) -> Block:
+    """One block as packets other than TCP/UDP/SCTP see it; the same object as long as the cut
+    does not change (callers compare cuts by identity)."""
+    hit = _OTHER_BLOCKS.get(block.key)
+    if hit is not None and hit[0] is block:
+        return hit[1]
+    rules = []
+    for rule in block.rules:
+        if rule in _OTHER:
+            cut = _OTHER[rule]
+        else:
+            if len(_OTHER) > 200_000:
+                _OTHER.clear()
+            cut = _OTHER[rule] = _other_protocols_rule(rule)
+        if cut is not None:
+            rules.append(cut)
+    cut_block = Block(block.key, tuple(rules), block.end)
+    if hit is not None and hit[1].rules == cut_block.rules and hit[1].end == cut_block.end:
+        cut_block = hit[1]  # the same object as before: caches keyed by identity still hit
+    if len(_OTHER_BLOCKS) > 50_000:
+        _OTHER_BLOCKS.clear()
+    _OTHER_BLOCKS[block.key] = (block, cut_block)
+    return cut_block
 
 
 # ------------------------------------------------------------------------------------ set members
@@ -444,6 +447,7 @@ __all__ = [
     "felix_sets",
     "lower_rule",
     "member_api",
+    "other_protocols_block",
     "other_protocols_program",
     "parse_member",
     "set_type",
