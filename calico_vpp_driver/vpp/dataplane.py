@@ -502,7 +502,6 @@ class VppDataplane:
         fresh: dict[Any, Block] = {}
         cut_same: dict[Any, bool] = {}
         targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
-        same_acls: set[int] = set()
         for key in users:
             old = self._programs[key]
             progs = []
@@ -524,11 +523,15 @@ class VppDataplane:
             self._programs[key] = programs
             sw = self._bound[key]
             if acl_same:
-                same_acls.add(sw)
+                board.report(key, STATUS_FAMILY, Health.UP)
             else:
                 self._acl_sets[key] = self._program_sets(programs)
-            targets[sw] = (key, programs)
-        failed = self._program_interfaces(targets, state, (), frozenset(same_acls))
+                targets[sw] = (key, programs)
+        if self.npol is not None:
+            # The npol policies of the changed blocks, rewritten in place: every interface using
+            # them sees the change at once, and none needs reconfiguring.
+            self.npol.update_blocks(state.ipsets, [(b, b.key[1] == "egress") for b in fresh.values()])
+        failed = self._program_interfaces(targets, state, ())
         for sw, target in targets.items():
             if target is not None:
                 reason = failed.get(sw)
@@ -621,12 +624,8 @@ class VppDataplane:
         targets: Mapping[int, tuple[WorkloadEndpointID, _Programs] | None],
         state: DesiredState,
         dirty_sets: Iterable[str],
-        acls_unchanged: frozenset[int] = frozenset(),
     ) -> dict[int, str]:
-        """Program each interface (None = deny all); returns interface -> failure reason.
-
-        `acls_unchanged`: interfaces whose ACLs are known to stay as they are (only npol's part
-        of their program changed)."""
+        """Program each interface (None = deny all); returns interface -> failure reason."""
         assert self.acls is not None
         failed: dict[int, str] = {}
         kind = "other" if self.npol is not None else "all"
@@ -641,11 +640,6 @@ class VppDataplane:
                 npol_blocks[sw] = None
                 continue
             _key, programs = target
-            current = self.acls.interfaces.get(sw)
-            if sw in acls_unchanged and current is not None:
-                lists[sw] = (list(current[0]), list(current[1]))
-                npol_blocks[sw] = (programs.egress.blocks, programs.ingress.blocks)
-                continue
             tags = []
             for program in (programs.egress, programs.ingress):
                 ck = (kind, tuple(id(b) for b in program.blocks), program.final, program.denied_because)
