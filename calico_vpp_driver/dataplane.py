@@ -60,7 +60,8 @@ class ModelOnlyDataplane:
             log.warning(
                 "dataplane_not_programmed",
                 dataplane=self.name,
-                detail="this build keeps Felix's desired state but programs no VPP; endpoints stay 'down'",
+                detail="CALICO_VPP_DATAPLANE=model-only: Felix's desired state is kept, no VPP is "
+                "programmed; endpoints stay 'down'",
             )
             self._warned = True
 
