@@ -180,7 +180,7 @@ def _transition(a: PolicyCase, b: PolicyCase, mode: str) -> PolicyCase:
 
 
 @settings(
-    max_examples=max(50, EXAMPLES // 4),
+    max_examples=max(50, EXAMPLES // 8),
     deadline=None,
     suppress_health_check=[
         HealthCheck.too_slow,
