@@ -477,3 +477,36 @@ def test_a_restart_after_a_stale_record_never_deletes_objects_it_now_owns() -> N
         assert node.server.state.npol_dangling() == []
         check_all(node, st2)
         assert node.verdict(Packet.udp(FRIEND, A_IP, 53))[0] is False
+
+
+def test_an_interface_created_outside_the_driver_gets_deny_all_before_anything_else(node: SimNode) -> None:
+    """Until the CNI server exists, pods' interfaces may come from elsewhere, without deny-all:
+    once the driver touches one, nothing its policy denies may pass at any step."""
+    from calico_vpp_driver.sim.node import to_sim_packet
+    from calico_vpp_driver.sim.packet import evaluate
+
+    pod = node.add_pod("calia", [A_IP], register=False)
+    st = base_state()
+    denied = [
+        (pkt, src) for pkt, src in PROBES if src in (None, "calia") and not expected(node, st, pkt, src)
+    ]
+    assert denied
+    touched: list[str] = []
+    leaks: list[str] = []
+
+    def hook(name: str, request: dict[str, object]) -> None:
+        policy_messages = ("acl_interface_set_acl_list", "npol_configure_policies")
+        if request.get("sw_if_index") == pod.sw_if_index and name in policy_messages:
+            touched.append(name)  # from the driver's first policy message for the interface on
+        if not touched:
+            return
+        for pkt, src in denied:
+            rx = pod.sw_if_index if src else node.uplink
+            if evaluate(node.server.state, to_sim_packet(pkt), rx, use_sessions=False)[0] == "allow":
+                leaks.append(f"after {name}: {pkt}")
+
+    node.server.after_request = hook
+    apply(node, st)
+    node.server.after_request = None
+    assert touched and not leaks, leaks[:5]
+    check_all(node, st)

@@ -661,8 +661,11 @@ class VppDataplane:
         self.acls.ensure(wanted_acls)
         closing = {sw: lst for sw, lst in lists.items() if npol_blocks.get(sw) is None}
         opening = {sw: lst for sw, lst in lists.items() if npol_blocks.get(sw) is not None}
-        # 2. Interfaces losing their policy: deny-all ACL first (it covers every protocol).
-        for sw in self.acls.set_interfaces(closing):
+        # 2. Interfaces losing their policy, and interfaces nobody put the deny-all on (created
+        #    outside the driver): deny-all ACL first, it covers every protocol while npol's part
+        #    is being set up.
+        unguarded = {sw: ([DENY_ALL_TAG], [DENY_ALL_TAG]) for sw in opening if sw not in self.acls.interfaces}
+        for sw in self.acls.set_interfaces({**closing, **unguarded}):
             failed[sw] = "VPP refused its deny-all ACL list"
         # 3. npol: objects, then interface configurations.
         if self.npol is not None:
