@@ -153,10 +153,13 @@ def test_endpoint_waits_for_its_interface_then_binds(node: SimNode) -> None:
     board = apply(node, st)
     health, reason = board.health(A)
     assert health is Health.DOWN and "calia" in reason
+    # Nothing more comes from Felix, but the driver asks to be called again.
+    assert st.dirty.other == {"vpp-waiting"}
     node.add_pod("calia", [A_IP])
-    node.dataplane._last_refresh = -1e9  # the next apply looks for interfaces again
+    node.dataplane._last_refresh = -1e9  # the refresh interval has passed
     board = apply(node, st, board)
     assert board.health(A) == (Health.UP, "")
+    assert not st.dirty
     check_all(node, st)
 
 

@@ -327,6 +327,10 @@ class VppDataplane:
         self._backoff = 0.0
         if full:
             self._full = False
+        if any(k not in self._bound for k in state.workload_endpoints):
+            # Endpoints wait for their interfaces: come back at the next batch (interfaces are
+            # looked for at most every INTERFACE_REFRESH_SECONDS), even if Felix sends nothing.
+            state.dirty.other.add("vpp-waiting")
         self._save_record()
 
     def _apply(
