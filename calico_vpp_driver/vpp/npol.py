@@ -129,6 +129,11 @@ def _nets(is_src: bool, is_not: bool, nets: tuple[IPNetwork, ...]) -> list[Entry
     return [Entry(is_src, is_not, ENTRY_CIDR, n) for n in nets]
 
 
+def _sets(is_src: bool, is_not: bool, etype: int, ids: tuple[str, ...]) -> list[Entry]:
+    """One entry per Felix set (npol ORs entries of a category, or, negated, needs all missed)."""
+    return [Entry(is_src, is_not, etype, ("felix", s)) for s in sorted(set(ids))]
+
+
 def _addr_sets(is_src: bool, ids: tuple[str, ...]) -> list[Entry]:
     """Calico ANDs the sets; npol ORs entries: one set, or the derived intersection."""
     if not ids:
@@ -161,19 +166,13 @@ def lower_rule(rule: Rule) -> NpolRuleSpec | None:
         entries.append(Entry(True, False, ENTRY_CIDR, _FAMILY_ALL[rule.ip_version]))
     entries += _addr_sets(True, rule.src_ip_set_ids)
     entries += _addr_sets(False, rule.dst_ip_set_ids)
-    entries += [Entry(True, True, ENTRY_IP_SET, ("felix", s)) for s in sorted(set(rule.not_src_ip_set_ids))]
-    entries += [Entry(False, True, ENTRY_IP_SET, ("felix", s)) for s in sorted(set(rule.not_dst_ip_set_ids))]
+    entries += _sets(True, True, ENTRY_IP_SET, rule.not_src_ip_set_ids)
+    entries += _sets(False, True, ENTRY_IP_SET, rule.not_dst_ip_set_ids)
     # Source ports: ranges OR named-port sets (npol's own OR group), negations must miss all.
     entries += _ranges(True, False, rule.src_ports)
-    entries += [
-        Entry(True, False, ENTRY_PORT_IP_SET, ("felix", s))
-        for s in sorted(set(rule.src_named_port_ip_set_ids))
-    ]
+    entries += _sets(True, False, ENTRY_PORT_IP_SET, rule.src_named_port_ip_set_ids)
     entries += _ranges(True, True, rule.not_src_ports)
-    entries += [
-        Entry(True, True, ENTRY_PORT_IP_SET, ("felix", s))
-        for s in sorted(set(rule.not_src_named_port_ip_set_ids))
-    ]
+    entries += _sets(True, True, ENTRY_PORT_IP_SET, rule.not_src_named_port_ip_set_ids)
     # Destination ports, possibly folded with the service sets into one derived set.
     if rule.dst_ip_port_set_ids:
         ids = tuple(sorted(set(rule.dst_ip_port_set_ids)))
@@ -185,15 +184,9 @@ def lower_rule(rule: Rule) -> NpolRuleSpec | None:
         entries.append(Entry(False, False, ENTRY_PORT_IP_SET, key))
     else:
         entries += _ranges(False, False, rule.dst_ports)
-        entries += [
-            Entry(False, False, ENTRY_PORT_IP_SET, ("felix", s))
-            for s in sorted(set(rule.dst_named_port_ip_set_ids))
-        ]
+        entries += _sets(False, False, ENTRY_PORT_IP_SET, rule.dst_named_port_ip_set_ids)
     entries += _ranges(False, True, rule.not_dst_ports)
-    entries += [
-        Entry(False, True, ENTRY_PORT_IP_SET, ("felix", s))
-        for s in sorted(set(rule.not_dst_named_port_ip_set_ids))
-    ]
+    entries += _sets(False, True, ENTRY_PORT_IP_SET, rule.not_dst_named_port_ip_set_ids)
     action = {"allow": ACTION_ALLOW, "deny": ACTION_DENY, "pass": ACTION_LOG}[rule.action]
     return NpolRuleSpec(action, tuple(filters), tuple(entries))
 
