@@ -189,13 +189,6 @@ class SimNode:
         self.pods[name] = pod
         return pod
 
-    def adopt_pods(self) -> None:
-        """Find the pods a previous SimNode created on the same simulated VPP (restart tests)."""
-        for d in self.client.dump("sw_interface_dump", sw_if_index=U32_MAX):
-            tag = str(d.tag).rstrip("\x00")
-            if tag and tag not in ("uplink", "pod-addresses") and not tag.startswith("cvd-"):
-                self.pods[tag] = Pod(tag, int(d.sw_if_index), ())
-
     # ------------------------------------------------------------------ packets
 
     def verdict(

@@ -123,10 +123,6 @@ class AclStore:
             for tag in want[0] + want[1]:
                 self.acls[tag].users.add(sw)
 
-    def forget_interface(self, sw: int) -> None:
-        """The interface is gone from VPP (its ACL list went with it)."""
-        self._retarget(sw, None)
-
     def collect(self, keep: frozenset[str] = frozenset()) -> None:
         """Delete ACLs no interface lists (except those in `keep`)."""
         dead = [tag for tag, acl in self.acls.items() if not acl.users and tag not in keep]

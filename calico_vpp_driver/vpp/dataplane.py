@@ -112,7 +112,6 @@ class VppDataplane:
         self._record_written = -1e9
         self._retry_at = 0.0
         self._backoff = 0.0
-        self.approximated = 0  # ACLs whose other protocols are denied (exact would be too big)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -375,14 +374,11 @@ class VppDataplane:
                 workload_program(state, self.config, key, "ingress", problems, memo),
                 workload_program(state, self.config, key, "egress", problems, memo),
             )
-            if (
-                sets_only
-                and self._programs.get(key) == programs
-                and not self._acl_sets_matter(programs, dirty_sets)
-            ):
+            acl_sets = self._program_sets(programs)
+            if sets_only and self._programs.get(key) == programs and dirty_sets.isdisjoint(acl_sets):
                 continue  # only IP set members changed, and npol's sets carry them
             self._programs[key] = programs
-            self._acl_sets[key] = self._program_sets(programs)
+            self._acl_sets[key] = acl_sets
             targets[sw] = (key, programs)
         if full:
             bound = set(self._bound.values())
@@ -444,14 +440,6 @@ class VppDataplane:
             judged = npol.other_protocols_program(program) if self.npol is not None else program
             out.update(self._judged_sets(judged))
         return frozenset(out)
-
-    def _acl_sets_matter(self, programs: _Programs, dirty_sets: set[str]) -> bool:
-        """Whether a change of these IP sets changes the ACL of these programs."""
-        for program in (programs.ingress, programs.egress):
-            judged = npol.other_protocols_program(program) if self.npol is not None else program
-            if not dirty_sets.isdisjoint(self._judged_sets(judged)):
-                return True
-        return False
 
     def _set_shape(self, state: DesiredState, set_id: str) -> tuple[bool, int, bool]:
         ipset = state.ipsets.get(set_id)
@@ -604,7 +592,6 @@ class VppDataplane:
                     detail="protocols other than TCP/UDP/SCTP (ICMP...) are denied on the endpoints with "
                     "this policy: their exact ACL would be too large",
                 )
-                self.approximated += 1
                 result = acl_rules.lower_program(state, DENY_ALL, delegate=delegate)
             if len(self._acl_cache) > 4096:
                 self._acl_cache.clear()

@@ -87,12 +87,11 @@ class InterfacePolicies:
 
 
 def _check(results: Sequence[Any], what: str) -> list[Any]:
-    replies = []
-    for res in results:
-        if res.error is not None:
-            raise RenderError(f"{what}: {res.obj or res.message}: {res.error}")
-        replies.append(res.reply)
-    return replies
+    """The replies, or raise RenderError for the first refused request."""
+    error = _first_error(results, what)
+    if error is not None:
+        raise error
+    return [res.reply for res in results]
 
 
 def _first_error(results: Sequence[Any], what: str) -> RenderError | None:
@@ -196,19 +195,6 @@ class NpolStore:
             "cnat feature",
         )
         self.cnat_enabled.update(todo)
-
-    def forget_interface(self, sw_if_index: int) -> None:
-        """The interface is gone from VPP (its npol configuration went with it)."""
-        keys = self.interface_keys.pop(sw_if_index, None)
-        self.interfaces.pop(sw_if_index, None)
-        self.cnat_enabled.discard(sw_if_index)
-        if keys is not None:
-            for pkey in keys.rx + keys.tx:
-                pol = self.policies.get(pkey)
-                if pol is not None:
-                    pol.users.discard(sw_if_index)
-        self._garbage = True
-        self._collect()
 
     def object_counts(self) -> dict[str, int]:
         return {
