@@ -39,6 +39,10 @@ class Dataplane(Protocol):
     def new_felix_session(self) -> None:
         """A new Felix connection starts: the next apply after its InSync is a full resync."""
 
+    def wants_apply(self) -> bool:
+        """True when the dataplane has work of its own (a retry, something it waits for): the
+        loop then applies even though Felix sent nothing."""
+
     def close(self) -> None:
         """The driver is stopping. Leave programmed state in place."""
 
@@ -70,6 +74,9 @@ class ModelOnlyDataplane:
 
     def new_felix_session(self) -> None:
         pass
+
+    def wants_apply(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass

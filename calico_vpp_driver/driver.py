@@ -264,7 +264,7 @@ class Session:
     def _maybe_apply(self) -> None:
         if not self.state.in_sync:
             return
-        if not self.state.dirty and not self.board.has_changes():
+        if not self.state.dirty and not self.board.has_changes() and not self.dataplane.wants_apply():
             return
         self.apply()
 

@@ -112,6 +112,8 @@ class VppDataplane:
         self._record_written = -1e9
         self._retry_at = 0.0
         self._backoff = 0.0
+        self._failing = False  # VPP unreachable or refusing: retry (fully) at _retry_at
+        self._waiting = False  # endpoints wait for their interfaces
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +124,14 @@ class VppDataplane:
 
     def new_felix_session(self) -> None:
         self._full = True
+
+    def wants_apply(self) -> bool:
+        """Work of its own: a retry whose backoff is over, or endpoints waiting for their
+        interfaces when it is time to look again."""
+        now = self._clock()
+        if self._failing:
+            return now >= self._retry_at
+        return self._waiting and now - self._last_refresh >= INTERFACE_REFRESH_SECONDS
 
     def close(self) -> None:
         if self.client is not None and self.npol is not None:
@@ -251,28 +261,22 @@ class VppDataplane:
     # ------------------------------------------------------------------ apply
 
     def apply(self, state: DesiredState, dirty: Dirty, board: StatusBoard) -> None:
+        now = self._clock()
+        if self._failing and now < self._retry_at:
+            return  # backing off; the retry is a full apply, so nothing in `dirty` is lost
         if self.client is None or not self.backend:
-            now = self._clock()
-            if now < self._retry_at:
-                state.dirty.other.add("vpp-retry")  # come back at the next batch
-                return
             try:
                 self.connect()
             except Exception as exc:
-                self._retry_at = now + CONNECT_RETRY_SECONDS
+                self._failing, self._retry_at = True, now + CONNECT_RETRY_SECONDS
                 log.error("vpp_unavailable", error=str(exc), retry_in_seconds=CONNECT_RETRY_SECONDS)
-                state.dirty.other.add("vpp-retry")
                 for key in state.workload_endpoints:
                     board.report(key, STATUS_FAMILY, Health.DOWN, f"VPP unavailable: {exc}")
                 return
         elif self.client.generation != self._generation:
             log.warning("vpp_restarted", detail="reprogramming everything from the model")
             self._reset_stores()
-        if "vpp-retry" in dirty.other and self._clock() < self._retry_at:
-            state.dirty.other.add("vpp-retry")  # backing off: come back at a later batch
-            state.dirty.ipsets |= dirty.ipsets
-            return
-        full = self._full or bool(dirty.other & {"in_sync", "vpp-retry"})
+        full = self._full or "in_sync" in dirty.other
         for set_id in dirty.ipsets:
             self._set_versions[set_id] = self._set_versions.get(set_id, 0) + 1
         if full:
@@ -320,16 +324,15 @@ class VppDataplane:
                 if key in state.workload_endpoints:
                     board.report(key, STATUS_FAMILY, Health.ERROR, f"VPP refused its policy: {exc}")
             self._full = True  # the retry recomputes everything (cheap: diffs against what VPP has)
-            state.dirty.other.add("vpp-retry")
+            self._failing = True
             self._save_record()
             return
-        self._backoff = 0.0
+        self._failing, self._backoff = False, 0.0
         if full:
             self._full = False
-        if any(k not in self._bound for k in state.workload_endpoints):
-            # Endpoints wait for their interfaces: come back at the next batch (interfaces are
-            # looked for at most every INTERFACE_REFRESH_SECONDS), even if Felix sends nothing.
-            state.dirty.other.add("vpp-waiting")
+        # Endpoints waiting for their interfaces bring the loop back (wants_apply) even when
+        # Felix sends nothing; interfaces are looked for at most every INTERFACE_REFRESH_SECONDS.
+        self._waiting = any(k not in self._bound for k in state.workload_endpoints)
         self._save_record()
 
     def _apply(
