@@ -147,6 +147,25 @@ class NpolStore:
             wanted[sw] = InterfacePolicies(tuple(rx), tuple(tx))
 
         self._sync_sets(ipsets, set(dirty_sets))
+        self._write(ipsets, contents, wanted)
+
+    def update_blocks(self, ipsets: Mapping[str, IPSet], blocks: Iterable[tuple[Block, bool]]) -> None:
+        """Blocks (with their direction: True = VPP rx) whose content changed but whose key did
+        not: rewrite the npol policies that hold them, in place. No interface changes."""
+        contents: dict[PolicyKey, tuple[NpolRuleSpec, ...]] = {}
+        for block, is_rx in blocks:
+            pkey = (block.key, is_rx)
+            if pkey in self.policies:
+                contents[pkey] = npol.block_rules(block)
+        self._write(ipsets, contents, {})
+
+    def _write(
+        self,
+        ipsets: Mapping[str, IPSet],
+        contents: Mapping[PolicyKey, tuple[NpolRuleSpec, ...]],
+        wanted: Mapping[int, InterfacePolicies],
+    ) -> None:
+        """Make before break: new sets and rules, then policies, then interfaces; deletes last."""
         new_rules: set[NpolRuleSpec] = set()
         for pkey, rules in contents.items():
             owned = self.policies.get(pkey)
@@ -158,25 +177,6 @@ class NpolStore:
         self._create_rules(new_rules)
         self._write_policies(contents)
         self._configure_interfaces(wanted)
-        if self._garbage:
-            self._collect()
-
-    def update_blocks(self, ipsets: Mapping[str, IPSet], blocks: Iterable[tuple[Block, bool]]) -> None:
-        """Blocks (with their direction: True = VPP rx) whose content changed but whose key did
-        not: rewrite the npol policies that hold them, in place. No interface changes."""
-        contents: dict[PolicyKey, tuple[NpolRuleSpec, ...]] = {}
-        for block, is_rx in blocks:
-            pkey = (block.key, is_rx)
-            if pkey in self.policies:
-                contents[pkey] = npol.block_rules(block)
-        new_rules: set[NpolRuleSpec] = set()
-        for pkey, rules in contents.items():
-            if self.policies[pkey].rules is not rules:
-                new_rules.update(spec for spec in rules if spec not in self.rules)
-        new_sets = {k for spec in new_rules for k in spec.set_keys() if k not in self.sets}
-        self._create_sets(ipsets, new_sets)
-        self._create_rules(new_rules)
-        self._write_policies(contents)
         if self._garbage:
             self._collect()
 
