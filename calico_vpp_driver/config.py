@@ -218,6 +218,10 @@ _DRIVER_PARAMS: dict[str, tuple[Callable[[str], Any], str, str]] = {
     "VPPPolicyBackend": (_parse_oneof("auto", "npol", "acl"), "auto", "CALICO_VPP_POLICY_BACKEND"),
     "VPPMetricsListen": (_parse_string, "", "CALICO_VPP_METRICS_LISTEN"),
     "VPPStateDir": (_parse_string, "/var/lib/calico-vpp-driver", "CALICO_VPP_STATE_DIR"),
+    "VPPCNISocket": (_parse_string, "", "CALICO_VPP_CNI_SOCKET"),
+    "VPPPodInterface": (_parse_oneof("auto", "tap", "veth"), "auto", "CALICO_VPP_POD_INTERFACE"),
+    "VPPPodMTU": (_parse_int(0, 65535), "1450", "CALICO_VPP_POD_MTU"),
+    "VPPHostInterfaces": (_parse_string, "", "CALICO_VPP_HOST_INTERFACES"),
 }
 
 
@@ -244,6 +248,10 @@ def _snake(name: str) -> str:
         "VPPPolicyBackend": "vpp_policy_backend",
         "VPPMetricsListen": "vpp_metrics_listen",
         "VPPStateDir": "vpp_state_dir",
+        "VPPCNISocket": "vpp_cni_socket",
+        "VPPPodInterface": "vpp_pod_interface",
+        "VPPPodMTU": "vpp_pod_mtu",
+        "VPPHostInterfaces": "vpp_host_interfaces",
     }
     if name in special:
         return special[name]
@@ -293,6 +301,14 @@ class Config:
     vpp_policy_backend: str = "auto"
     vpp_metrics_listen: str = ""
     vpp_state_dir: str = "/var/lib/calico-vpp-driver"
+    # CNI gRPC server socket ("" = no CNI server); pod interface kind; pod MTU when the CNI
+    # request gives none.
+    vpp_cni_socket: str = ""
+    vpp_pod_interface: str = "auto"
+    vpp_pod_mtu: int = 1450
+    # Host endpoint interface names -> VPP interface tags ("eth0=main-eth0,..."; "" = the tags
+    # Calico/VPP's manager sets: main-<name> for the uplink, host-<name> for the host tap).
+    vpp_host_interfaces: str = ""
     # Parameters Felix passed that the driver does not use, kept for operators.
     passthrough: tuple[tuple[str, str], ...] = ()
 

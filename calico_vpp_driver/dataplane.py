@@ -9,6 +9,7 @@ the endpoint is "down".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -38,6 +39,10 @@ class Dataplane(Protocol):
 
     def new_felix_session(self) -> None:
         """A new Felix connection starts: the next apply after its InSync is a full resync."""
+
+    def set_waker(self, wake: Callable[[], None]) -> None:
+        """`wake()` brings the apply loop round at once; the dataplane calls it (from any thread)
+        when work of its own arrives (a pod interface created through CNI)."""
 
     def wants_apply(self) -> bool:
         """True when the dataplane has work of its own (a retry, something it waits for): the
@@ -73,6 +78,9 @@ class ModelOnlyDataplane:
         pass
 
     def new_felix_session(self) -> None:
+        pass
+
+    def set_waker(self, wake: Callable[[], None]) -> None:
         pass
 
     def wants_apply(self) -> bool:

@@ -10,6 +10,7 @@ applied at most every ~100 ms under load and promptly when Felix goes quiet.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import queue
@@ -96,6 +97,13 @@ class Session:
         """
         self.dataplane.new_felix_session()
         chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=READ_QUEUE_CHUNKS)
+
+        def wake() -> None:
+            # An empty chunk: the loop goes round (and applies) without waiting for Felix.
+            with contextlib.suppress(queue.Full):
+                chunks.put_nowait(b"")
+
+        self.dataplane.set_waker(wake)
         threading.Thread(target=self._read_into, args=(chunks,), daemon=True, name="felix-reader").start()
         # The initial resync allocates millions of long-lived objects and frees
         # few: collect young objects less often until InSync (see _end_resync_gc).
@@ -104,6 +112,7 @@ class Session:
         try:
             return self._loop(chunks)
         finally:
+            self.dataplane.set_waker(lambda: None)
             self._ended.set()
             self._end_resync_gc()
 

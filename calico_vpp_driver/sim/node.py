@@ -1,14 +1,14 @@
 """A simulated node: the VPP simulator, the driver's VPP client and dataplane, and pods on it.
 
 Used by `replay` / `make demo` (the default `--vpp sim`), by the end-to-end tests and by the
-benchmarks. It stands in for what the rest of a node provides until the CNI server exists:
-`add_pod` creates the pod's VPP interface the way the CNI plugin's request will (a tap tagged
-with the endpoint's interface name, its /32 and /128 routes) and hands it to the dataplane,
-which denies everything on it until Felix's endpoint is programmed. Packets are judged by the
-simulator's packet model (`sim.packet.evaluate`) on the VPP state the driver programmed.
+benchmarks. `add_pod` creates a pod's VPP interface with the driver's own CNI code
+(`vpp.pods.PodInterfaces`, what a CNI ADD runs): a TUN tap tagged with the pod's identity and
+its host-side interface name, the deny-all ACL until Felix's endpoint is programmed, its /32
+and /128 routes. Packets are judged by the simulator's packet model (`sim.packet.evaluate`) on
+the VPP state the driver programmed.
 
 Topology: an uplink `host-eth0` (the node's address, default routes) carries everything that
-is not a local pod; pods borrow the address of a loopback (unnumbered), as Calico/VPP's taps do.
+is not a local pod; pods borrow the addresses of the pods' loopback (unnumbered).
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..cni.types import PodRequest, WorkloadIdentity
 from ..config import Config
+from ..model.types import WorkloadEndpointID
 from ..policy.verdict import Packet as OraclePacket
 from ..vpp.client import VppClient
 from ..vpp.dataplane import STATE_FILE, VppDataplane
+from ..vpp.pods import PodInterfaces
 from .packet import Packet, evaluate
 from .server import SimServer
 from .state import VppState
 
 U32_MAX = 0xFFFFFFFF
 ADMIN_UP = 1
-TAP_FLAG_TUN = 1
 
 
 def to_sim_packet(p: OraclePacket, icmp_id: int = 0) -> Packet:
@@ -92,6 +94,7 @@ class SimNode:
         self._backend, self._acl_limit = backend, acl_limit
         self._node_ips = (node_ip, node_ip6)
         self.pods: dict[str, Pod] = {}
+        self.cni = PodInterfaces(lambda: self.client, self.config)
         self.dataplane = self.new_dataplane()
         self._setup_uplink(node_ip, node_ip6)
 
@@ -101,6 +104,7 @@ class SimNode:
             lambda _cfg: self.client, backend=self._backend, config=self.config, acl_limit=self._acl_limit
         )
         dp.connect()
+        self.cni.notifier = dp
         return dp
 
     def reset(self, config: Config | None = None) -> None:
@@ -112,6 +116,7 @@ class SimNode:
         with contextlib.suppress(FileNotFoundError):  # that VPP's objects are gone
             os.remove(os.path.join(self.state_dir, STATE_FILE))
         self.pods = {}
+        self.cni = PodInterfaces(lambda: self.client, self.config)
         self.dataplane = self.new_dataplane()
         self._setup_uplink(*self._node_ips)
 
@@ -125,7 +130,6 @@ class SimNode:
         }
         if "uplink" in existing:  # a restarted driver on the same simulated VPP
             self.uplink = existing["uplink"]
-            self.pod_loop = existing["pod-addresses"]
             return
         self.uplink = int(
             c.call("af_packet_create_v3", mode=1, use_random_hw_addr=True, host_if_name="eth0").sw_if_index
@@ -143,16 +147,6 @@ class SimNode:
         gw6 = ipaddress.ip_interface(node_ip6).network.network_address + 254
         for prefix, gw in (("0.0.0.0/0", gw4), ("::/0", gw6)):
             c.call("ip_route_add_del", is_add=True, route=_route(prefix, self.uplink, gw))
-        self.pod_loop = int(c.call("create_loopback").sw_if_index)
-        c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=self.pod_loop, tag="pod-addresses")
-        c.call("sw_interface_set_flags", sw_if_index=self.pod_loop, flags=ADMIN_UP)
-        for addr in ("169.254.0.1/32", "fe80::1:1/128"):
-            c.call(
-                "sw_interface_add_del_address",
-                sw_if_index=self.pod_loop,
-                is_add=True,
-                prefix=ipaddress.ip_interface(addr),
-            )
 
     def add_pod(
         self,
@@ -160,34 +154,34 @@ class SimNode:
         addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address],
         *,
         register: bool = True,
+        identity: WorkloadEndpointID | None = None,
     ) -> Pod:
-        """Create a pod's interface as the CNI plugin would; it denies everything until
-        Felix's endpoint for it (`WorkloadEndpoint.name == name`) is programmed.
-        `register=False`: the interface is left for a driver in another process to find."""
-        c = self.client
+        """Create a pod's interface as a CNI ADD does; it denies everything until Felix's
+        endpoint for it (`WorkloadEndpoint.name == name`, or the endpoint `identity`) is
+        programmed. `register=False`: the dataplane is not told (a driver in another process
+        finds the interface by its tag)."""
         addrs = tuple(ipaddress.ip_address(str(a).split("/")[0]) for a in addresses)
-        sw = int(
-            c.call(
-                "tap_create_v3",
-                id=U32_MAX,
-                use_random_mac=True,
-                tap_flags=TAP_FLAG_TUN,
-                host_if_name_set=True,
-                host_if_name=name[:15],
-                tag=name,
-            ).sw_if_index
+        ident = identity or WorkloadEndpointID("sim", name, "eth0")
+        request = PodRequest(
+            netns=f"/var/run/netns/{name}",
+            interface_name="eth0",
+            host_interface_name=name,
+            identity=WorkloadIdentity(ident.orchestrator_id, ident.workload_id, ident.endpoint_id),
+            addresses=tuple(ipaddress.ip_interface(f"{a}/{a.max_prefixlen}") for a in addrs),
         )
-        if register:
-            self.dataplane.register_pod_interface(sw)  # deny-all before it can carry anything
-        c.call(
-            "sw_interface_set_unnumbered", sw_if_index=self.pod_loop, unnumbered_sw_if_index=sw, is_add=True
-        )
-        c.call("sw_interface_set_flags", sw_if_index=sw, flags=ADMIN_UP)
-        for a in addrs:
-            c.call("ip_route_add_del", is_add=True, route=_route(f"{a}/{a.max_prefixlen}", sw, None))
-        pod = Pod(name, sw, addrs)
+        notifier, self.cni.notifier = self.cni.notifier, (self.cni.notifier if register else None)
+        try:
+            self.cni.add(request)
+        finally:
+            self.cni.notifier = notifier
+        pod = Pod(name, self.cni.pods()[name], addrs)
         self.pods[name] = pod
         return pod
+
+    def delete_pod(self, name: str) -> None:
+        """A CNI DEL of the pod made by `add_pod`."""
+        self.cni.delete(f"/var/run/netns/{name}", "eth0")
+        self.pods.pop(name, None)
 
     # ------------------------------------------------------------------ packets
 

@@ -123,6 +123,10 @@ class AclStore:
             for tag in want[0] + want[1]:
                 self.acls[tag].users.add(sw)
 
+    def forget_interface(self, sw: int) -> None:
+        """The interface is being deleted (VPP drops its lists with it; its index will be reused)."""
+        self._retarget(sw, None)
+
     def collect(self, keep: frozenset[str] = frozenset()) -> None:
         """Delete ACLs no interface lists (except those in `keep`)."""
         dead = [tag for tag, acl in self.acls.items() if not acl.users and tag not in keep]

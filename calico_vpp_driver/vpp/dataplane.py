@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_network
@@ -43,6 +45,7 @@ from .acl_rules import AclRule, AclTooLarge
 from .acl_store import AclStore, tag_for
 from .npol import NPOL_PROTOCOLS
 from .npol_store import NpolStore, RenderError
+from .pods import identity_key, parse_pod_tag
 
 log = structlog.get_logger("calico_vpp_driver.vpp.dataplane")
 
@@ -92,7 +95,19 @@ class VppDataplane:
         self.acls: AclStore | None = None
         self.npol: NpolStore | None = None
         self._full = True
-        self._by_tag: dict[str, int] = {}
+        # Interfaces by what binds them to workload endpoints: the pod's identity in a CNI pod's
+        # tag, or the host-side interface name (Felix's WorkloadEndpoint.name) in any tag.
+        self._by_name: dict[str, int] = {}
+        self._by_identity: dict[str, int] = {}
+        # The apply thread and the CNI threads: the CNI side only queues what it did (added
+        # interfaces), except that an interface about to be deleted is forgotten under the lock.
+        self._lock = threading.RLock()
+        self._client_lock = threading.Lock()
+        self._pod_events: deque[tuple[int, str]] = deque()
+        self._lost: set[WorkloadEndpointID] = set()  # endpoints whose interface was deleted
+        self._wake: Callable[[], None] = lambda: None
+        self._deny_lock = threading.Lock()
+        self._deny_acl: tuple[int, int] | None = None  # (client generation, acl_index)
         self._last_refresh = -1e9
         self._bound: dict[WorkloadEndpointID, int] = {}
         self._pod_interfaces: set[int] = set()  # interfaces known to face pods
@@ -125,13 +140,93 @@ class VppDataplane:
     def new_felix_session(self) -> None:
         self._full = True
 
+    def set_waker(self, wake: Callable[[], None]) -> None:
+        """How to bring the apply loop round at once (a pod interface appeared)."""
+        self._wake = wake
+
     def wants_apply(self) -> bool:
-        """Work of its own: a retry whose backoff is over, or endpoints waiting for their
-        interfaces when it is time to look again."""
+        """Work of its own: a retry whose backoff is over, a new pod interface, or endpoints
+        waiting for their interfaces when it is time to look again."""
         now = self._clock()
         if self._failing:
             return now >= self._retry_at
+        if self._pod_events or self._lost:
+            return True
         return self._waiting and now - self._last_refresh >= INTERFACE_REFRESH_SECONDS
+
+    def vpp_client(self) -> Any:
+        """The VPP client, made on first use (the CNI server may need it before Felix's InSync)."""
+        with self._client_lock:
+            if self.client is None:
+                self.client = self._client_factory(self.config)
+            return self.client
+
+    # ------------------------------------------------------------------ pod interfaces (CNI threads)
+
+    def pod_interface_added(self, sw_if_index: int, tag: str) -> None:
+        """A CNI pod's interface exists, with the deny-all on it: bind it at the next apply."""
+        self._pod_events.append((sw_if_index, tag))
+        self._wake()
+
+    def pod_interface_removed(self, sw_if_index: int) -> None:
+        """The interface is about to be deleted and VPP will reuse its index: forget it now, under
+        the apply lock, so that no apply programs an endpoint's policy on the index afterwards."""
+        with self._lock:
+            self._pod_events = deque(e for e in self._pod_events if e[0] != sw_if_index)
+            self._forget_interface(sw_if_index)
+        self._wake()
+
+    def deny_all_acl(self) -> int:
+        """The index of the deny-all ACL, found by its tag or made: one per VPP, shared by the CNI
+        side (new pod interfaces) and the policy side (which adopts it by dump)."""
+        client = self.vpp_client()
+        with self._deny_lock:
+            if self._deny_acl is not None and self._deny_acl[0] == client.generation:
+                return self._deny_acl[1]
+            index = find_or_make_deny_all(client)
+            self._deny_acl = (client.generation, index)
+            return index
+
+    def _forget_interface(self, sw: int) -> None:
+        for key in [k for k, bound in self._bound.items() if bound == sw]:
+            del self._bound[key]
+            self._lost.add(key)
+            self._programs.pop(key, None)
+            self._acl_sets.pop(key, None)
+        self._pod_interfaces.discard(sw)
+        for index in (self._by_name, self._by_identity):
+            for name in [n for n, s in index.items() if s == sw]:
+                del index[name]
+        if self.acls is not None:
+            self.acls.forget_interface(sw)
+        if self.npol is not None:
+            self.npol.forget_interface(sw)
+
+    def _take_pod_events(self) -> bool:
+        """Index the interfaces the CNI side created since the last apply; True if any."""
+        got = False
+        while self._pod_events:
+            sw, tag = self._pod_events.popleft()
+            self._index_interface(sw, tag)
+            self._pod_interfaces.add(sw)
+            got = True
+        if got and self.npol is not None:
+            self.npol.enable_cnat(self._pod_interfaces)
+        return got
+
+    def _index_interface(self, sw: int, tag: str) -> None:
+        pod = parse_pod_tag(tag)
+        if pod is not None:
+            self._by_identity[pod.identity] = sw
+            self._by_name[pod.name] = sw
+        else:
+            self._by_name[tag] = sw
+
+    def _interface_for(self, key: WorkloadEndpointID, name: str) -> int | None:
+        sw = self._by_identity.get(identity_key(key.orchestrator_id, key.workload_id, key.endpoint_id))
+        if sw is None:
+            sw = self._by_name.get(name)
+        return sw
 
     def close(self) -> None:
         if self.client is not None and self.npol is not None:
@@ -144,8 +239,7 @@ class VppDataplane:
 
     def connect(self) -> None:
         """Connect to VPP, choose the backend, take over what a previous driver left."""
-        if self.client is None:
-            self.client = self._client_factory(self.config)
+        self.vpp_client()
         self.backend = ""
         wanted = self._forced_backend or self.config.vpp_policy_backend
         if wanted == "auto":
@@ -163,7 +257,9 @@ class VppDataplane:
         self._generation = self.client.generation
         self.acls = AclStore(self.client)
         self.npol = NpolStore(self.client) if self.backend == "npol" else None
-        self._by_tag.clear()
+        self.deny_all_acl()  # exists before the store adopts (the CNI side may be making it)
+        self._by_name.clear()
+        self._by_identity.clear()
         self._bound.clear()
         self._programs.clear()
         self._acl_sets.clear()
@@ -172,7 +268,10 @@ class VppDataplane:
         adopted = self.acls.adopt()
         lists = self._dump_acl_lists()
         self.acls.adopt_interfaces(lists)
-        self._pod_interfaces.update(sw for sw, (ins, outs) in lists.items() if ins or outs)
+        # Interfaces left denying everything are pods' (a host interface never carries the deny-all).
+        deny = self.acls.acls.get(DENY_ALL_TAG)
+        if deny is not None:
+            self._pod_interfaces.update(sw for sw, (ins, _outs) in lists.items() if ins == [deny.index])
         if self.npol is not None:
             record = self._load_record()
             if record is not None:
@@ -239,28 +338,30 @@ class VppDataplane:
         if not force and now - self._last_refresh < INTERFACE_REFRESH_SECONDS:
             return
         self._last_refresh = now
-        by_tag = {}
+        self._by_name.clear()
+        self._by_identity.clear()
         every = set()
         for d in self.client.dump("sw_interface_dump", sw_if_index=0xFFFFFFFF):
             tag = str(d.tag).rstrip("\x00")
+            sw = int(d.sw_if_index)
             if tag:
-                by_tag[tag] = int(d.sw_if_index)
-            if int(d.sw_if_index) != 0:
-                every.add(int(d.sw_if_index))
-        self._by_tag = by_tag
+                self._index_interface(sw, tag)
+                if parse_pod_tag(tag) is not None:
+                    self._pod_interfaces.add(sw)
+            if sw != 0:
+                every.add(sw)
         if self.npol is not None:
             # npol runs only as a cnat hook, and a pod's ingress (VPP tx) hook runs only for
             # packets cnat looked up on the interface they came in by: cnat goes on everywhere.
             self.npol.enable_cnat(every)
 
-    def register_pod_interface(self, sw_if_index: int) -> None:
-        """A new interface facing a pod (CNI): deny everything on it now."""
-        self._pod_interfaces.add(sw_if_index)
-        self._program_interfaces({sw_if_index: None}, DesiredState(), ())
-
     # ------------------------------------------------------------------ apply
 
     def apply(self, state: DesiredState, dirty: Dirty, board: StatusBoard) -> None:
+        with self._lock:
+            self._apply_locked(state, dirty, board)
+
+    def _apply_locked(self, state: DesiredState, dirty: Dirty, board: StatusBoard) -> None:
         now = self._clock()
         if self._failing and now < self._retry_at:
             return  # backing off; the retry is a full apply, so nothing in `dirty` is lost
@@ -279,6 +380,11 @@ class VppDataplane:
         full = self._full or "in_sync" in dirty.other
         for set_id in dirty.ipsets:
             self._set_versions[set_id] = self._set_versions.get(set_id, 0) + 1
+        fresh = self._take_pod_events()
+        for key in self._lost:
+            if key in state.workload_endpoints and key not in self._bound:
+                board.report(key, STATUS_FAMILY, Health.DOWN, "its VPP interface was deleted")
+        self._lost.clear()
         if full:
             keys: set[WorkloadEndpointID] = set(state.workload_endpoints)
             self._refresh_interfaces(force=True)
@@ -286,8 +392,11 @@ class VppDataplane:
             keys = {k for k in state.endpoints_affected(dirty) if isinstance(k, WorkloadEndpointID)}
             waiting = [k for k in state.workload_endpoints if k not in self._bound]
             if waiting:
-                self._refresh_interfaces()
-                keys.update(k for k in waiting if state.workload_endpoints[k].name in self._by_tag)
+                if not fresh:  # interfaces made outside the driver are found by looking
+                    self._refresh_interfaces()
+                keys.update(
+                    k for k in waiting if self._interface_for(k, state.workload_endpoints[k].name) is not None
+                )
         removed = {k for k in self._bound if k not in state.workload_endpoints}
         sets_only = not full and not (
             dirty.policies
@@ -361,7 +470,9 @@ class VppDataplane:
             ep = state.workload_endpoints.get(key)
             if ep is None:
                 continue
-            sw = self._by_tag.get(ep.name, self._bound.get(key))
+            sw = self._interface_for(key, ep.name)
+            if sw is None:
+                sw = self._bound.get(key)
             if sw is None:
                 waiting.append(key)
                 continue
@@ -385,8 +496,9 @@ class VppDataplane:
             targets[sw] = (key, programs)
         if full:
             bound = set(self._bound.values())
+            existing = set(self._by_name.values())
             for sw in self._pod_interfaces - bound:
-                if sw in self._by_tag.values():
+                if sw in existing:
                     targets.setdefault(sw, None)
         for key in waiting:
             name = state.workload_endpoints[key].name
@@ -670,6 +782,15 @@ class VppDataplane:
             failed[sw] = "VPP refused its ACL list"
         self.acls.collect(keep=frozenset({DENY_ALL_TAG}))
         return failed
+
+
+def find_or_make_deny_all(client: Any) -> int:
+    """The deny-all ACL's index (by its tag in `acl_dump`), made if VPP has none."""
+    for d in client.dump("acl_dump", acl_index=0xFFFFFFFF):
+        if str(d.tag).rstrip("\x00") == DENY_ALL_TAG:
+            return int(d.acl_index)
+    rules = [r.to_api() for r in DENY_ALL_RULES]
+    return int(client.call("acl_add_replace", acl_index=0xFFFFFFFF, tag=DENY_ALL_TAG, r=rules).acl_index)
 
 
 class _SlowPath(Exception):

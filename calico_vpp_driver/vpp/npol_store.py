@@ -180,6 +180,19 @@ class NpolStore:
         if self._garbage:
             self._collect()
 
+    def forget_interface(self, sw: int) -> None:
+        """The interface is being deleted and VPP will reuse its index for a new one, which has
+        neither npol configuration nor the cnat feature: both must be set again for it."""
+        keys = self.interface_keys.pop(sw, None)
+        if keys is not None:
+            for pkey in keys.rx + keys.tx:
+                pol = self.policies.get(pkey)
+                if pol is not None:
+                    pol.users.discard(sw)
+            self._garbage = True
+        self.interfaces.pop(sw, None)
+        self.cnat_enabled.discard(sw)
+
     def enable_cnat(self, interfaces: Iterable[int]) -> None:
         """Enable the cnat feature (and with it npol's hooks) on these interfaces, once each."""
         todo = sorted(set(interfaces) - self.cnat_enabled)

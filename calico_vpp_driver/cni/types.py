@@ -1,0 +1,70 @@
+"""What a CNI request asks of the dataplane, independent of gRPC and of VPP.
+
+The gRPC server (`cni/server.py`) turns `cni.AddRequest` / `cni.DelRequest` into these values
+(validating them), and hands them to a `PodHandler` (`vpp/pods.py` on a real node). Keeping
+the boundary plain data lets both sides be tested alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from typing import Protocol
+
+IPInterface = IPv4Interface | IPv6Interface
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadIdentity:
+    """Who the pod is, as Felix names its workload endpoint (`WorkloadEndpointID`)."""
+
+    orchestrator: str  # "k8s"
+    workload: str  # "<namespace>/<pod>" for Kubernetes
+    endpoint: str  # "eth0"
+
+    def __str__(self) -> str:
+        return f"{self.orchestrator}/{self.workload}/{self.endpoint}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodRequest:
+    """A CNI ADD: give the pod in `netns` an interface `interface_name` with these addresses."""
+
+    netns: str  # path of the pod's network namespace, e.g. /var/run/netns/cni-1234
+    interface_name: str  # inside the pod, e.g. "eth0"
+    host_interface_name: str  # the name Felix's WorkloadEndpoint.name will carry (cali...)
+    identity: WorkloadIdentity
+    addresses: tuple[IPInterface, ...]  # the pod's addresses, with their prefix lengths
+    gateways: tuple[IPAddress, ...] = ()  # as the IPAM result gave them (may be empty)
+    routes: tuple[IPNetwork, ...] = ()  # routes to install in the pod (default routes usually)
+    mtu: int = 0  # 0 = the driver's configured pod MTU
+    allow_ip_forwarding: bool = False
+    options: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # dataplane_options
+
+
+@dataclass(frozen=True, slots=True)
+class PodResult:
+    """What the CNI plugin gets back: the host-side interface name (it becomes the workload
+    endpoint's interface name) and the pod-side MAC ("" for an L3 interface)."""
+
+    host_interface_name: str
+    container_mac: str = ""
+
+
+class PodError(Exception):
+    """A request that cannot be done; the message is what the operator reads in the CNI
+    plugin's error (name the pod, the interface and what to do)."""
+
+
+class PodHandler(Protocol):
+    """What the CNI server needs from the node's dataplane. Both calls are idempotent: the CNI
+    plugin retries, and kubelet repeats DELs."""
+
+    def add(self, request: PodRequest) -> PodResult:
+        """Create (or find, when it already exists) the pod's interface; raise PodError."""
+
+    def delete(self, netns: str, interface_name: str) -> None:
+        """Remove the pod's interface and everything the driver made for it; nothing to
+        delete is not an error. Raise PodError when it cannot be done."""

@@ -1,0 +1,443 @@
+"""Pods' VPP interfaces, created and removed on the Calico CNI plugin's requests.
+
+`cni/server.py` turns the plugin's gRPC calls into `PodRequest`s and calls `PodInterfaces.add`
+/ `delete` from its worker threads. The VPP client is thread-safe (one owner thread, jobs
+interleaved request by request), so a CNI request is never stuck behind a long policy apply;
+this module's own state is guarded by one lock.
+
+ADD, in an order that never lets an unpoliced pod interface carry a packet:
+
+1. the interface: a TUN tap that VPP creates directly inside the pod's network namespace
+   (`tap_create_v3`: pod-side name, addresses and MTU set by VPP), or, where VPP cannot make
+   taps (no `/dev/vhost-net`: `VPPPodInterface=veth`, or detected when VPP refuses a tap with
+   -11), a veth pair made by `PodLinks` whose host end VPP attaches with `af_packet_create_v3`;
+2. its tag (`pod_tag`): the pod's workload identity, its netns and the host-side interface
+   name Felix's endpoint will carry. The tags are the record: a restarted driver finds its
+   pods with one `sw_interface_dump`, and the dataplane binds Felix's workload endpoints with
+   them;
+3. the deny-all ACL on input and output, until Felix's endpoint is programmed on it;
+4. IPv4/IPv6 enabled by borrowing the addresses of the pods' loopback (unnumbered), strict
+   uRPF (a pod can only send from the addresses routed to it), admin up;
+5. a /32 or /128 route per pod address;
+6. the dataplane is told (`PodNotifier.pod_interface_added`): it binds the endpoint and
+   programs its policy at its next apply, which the notification triggers.
+
+DEL: the dataplane forgets the interface first (so nothing is programmed on an index VPP is
+about to reuse), then routes, then the interface. Both calls are idempotent (the plugin
+retries, kubelet repeats DELs). After a VPP restart the pods' interfaces are gone; the
+module notices (the client's generation) and starts afresh: those pods need recreating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from ..cni.types import IPInterface, IPNetwork, PodError, PodRequest, PodResult
+from ..config import Config
+from .errors import VppApiError, VppError
+
+log = structlog.get_logger("calico_vpp_driver.vpp.pods")
+
+U32_MAX = 0xFFFFFFFF
+ADMIN_UP = 1
+TAP_API_FLAG_TUN = 16  # tapv2.api tap_flags
+AF_PACKET_API_MODE_ETHERNET = 1  # af_packet.api af_packet_mode
+URPF_API_MODE_STRICT = 2
+ERR_SYSCALL_ERROR_1 = -11  # tap_create_v3 without /dev/vhost-net
+
+POD_TAG_PREFIX = "cvdpod:"
+LOOPBACK_TAG = "cvd-pods-loopback"
+# The pods' loopback: its addresses are what pod interfaces borrow (and, for veth pods, the
+# gateway their default route points at; VPP answers ARP for it on the unnumbered interface).
+LOOPBACK_ADDRESSES = ("169.254.1.1/32", "fd00:cafe:169:254::1/128")
+# veth pods: VPP's end carries this MAC, so its IPv6 link-local is fe80::ecee:eeff:feee:eeee,
+# the gateway Calico gives pods.
+VETH_VPP_MAC = "ee:ee:ee:ee:ee:ee"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def identity_key(orchestrator: str, workload: str, endpoint: str) -> str:
+    """A short stable digest of a workload identity (Felix's `WorkloadEndpointID` fields)."""
+    return _short_hash(f"{orchestrator}/{workload}/{endpoint}")
+
+
+def netns_key(netns: str, interface_name: str) -> str:
+    """A short stable digest of where the pod's interface lives (what a CNI DEL names)."""
+    return _short_hash(f"{netns}\0{interface_name}")
+
+
+@dataclass(frozen=True, slots=True)
+class PodTag:
+    identity: str  # identity_key
+    netns: str  # netns_key
+    name: str  # host-side interface name, Felix's WorkloadEndpoint.name
+
+    def __str__(self) -> str:
+        return f"{POD_TAG_PREFIX}{self.identity}:{self.netns}:{self.name}"
+
+
+def parse_pod_tag(tag: str) -> PodTag | None:
+    """The `PodTag` in an interface tag, or None for interfaces that are not pods."""
+    if not tag.startswith(POD_TAG_PREFIX):
+        return None
+    parts = tag[len(POD_TAG_PREFIX) :].split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        return None
+    return PodTag(*parts)
+
+
+class PodNotifier(Protocol):
+    """The dataplane's side: it binds endpoints to pod interfaces."""
+
+    def pod_interface_added(self, sw_if_index: int, tag: str) -> None:
+        """A pod interface exists (deny-all on it); bind and program its endpoint soon."""
+
+    def pod_interface_removed(self, sw_if_index: int) -> None:
+        """The interface is about to be deleted: forget it (VPP reuses the index)."""
+
+    def deny_all_acl(self) -> int:
+        """The index of the deny-all ACL the dataplane shares with new pod interfaces."""
+
+
+class PodLinks(Protocol):
+    """What happens inside Linux for a pod (`cni/netns.py`); absent in the simulator."""
+
+    def tun_routes(self, netns: str, interface_name: str, routes: Sequence[IPNetwork]) -> None:
+        """Routes in the pod through its TUN interface (no gateway: an L3 link)."""
+
+    def create_veth(self, request: PodRequest, mtu: int) -> str:
+        """A veth pair: host end `request.host_interface_name`, pod end configured; returns
+        the pod end's MAC."""
+
+    def delete_veth(self, netns: str, interface_name: str, host_interface_name: str) -> None:
+        """Remove the veth pair (gone already is fine)."""
+
+
+@dataclass
+class _Pod:
+    sw_if_index: int
+    tag: PodTag
+    kind: str  # "tap" or "veth"
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None  # None: unknown
+    mac: str = ""
+
+
+class PodInterfaces:
+    """`PodHandler` for the CNI server, on a VPP client (`call`, `dump`, `generation`, `supports`)."""
+
+    def __init__(
+        self,
+        client_source: Callable[[], Any],
+        config: Config,
+        *,
+        notifier: PodNotifier | None = None,
+        links: PodLinks | None = None,
+    ) -> None:
+        self._client_source = client_source
+        self.config = config
+        self.notifier = notifier
+        self.links = links
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._client: Any = None
+        self.loopback = -1
+        self._pods: dict[str, _Pod] = {}  # netns_key -> pod
+        self._veth = config.vpp_pod_interface == "veth"
+
+    # ------------------------------------------------------------------ CNI
+
+    def add(self, request: PodRequest) -> PodResult:
+        started = time.monotonic()
+        where = f"pod {request.identity} (netns {request.netns}, interface {request.interface_name})"
+        with self._lock:
+            c = self._ready(where)
+            key = netns_key(request.netns, request.interface_name)
+            tag = PodTag(
+                identity_key(
+                    request.identity.orchestrator, request.identity.workload, request.identity.endpoint
+                ),
+                key,
+                request.host_interface_name,
+            )
+            existing = self._pods.get(key)
+            if existing is not None and existing.tag == tag:
+                log.info("pod_interface_exists", pod=str(request.identity), sw_if_index=existing.sw_if_index)
+                return PodResult(request.host_interface_name, existing.mac)
+            if existing is not None:  # the same netns/interface for another workload: replace it
+                self._remove(c, key, existing, request.netns, request.interface_name)
+            pod = self._create(c, request, tag, where)
+            self._pods[key] = pod
+        if self.notifier is not None:
+            self.notifier.pod_interface_added(pod.sw_if_index, str(tag))
+        log.info(
+            "pod_interface_added",
+            pod=str(request.identity),
+            interface=request.host_interface_name,
+            sw_if_index=pod.sw_if_index,
+            kind=pod.kind,
+            addresses=[str(a) for a in request.addresses],
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return PodResult(request.host_interface_name, pod.mac)
+
+    def delete(self, netns: str, interface_name: str) -> None:
+        with self._lock:
+            c = self._ready(f"netns {netns}, interface {interface_name}")
+            key = netns_key(netns, interface_name)
+            pod = self._pods.get(key)
+            if pod is None:
+                log.info("pod_interface_absent", netns=netns, interface=interface_name)
+                return
+            self._remove(c, key, pod, netns, interface_name)
+        log.info("pod_interface_deleted", netns=netns, interface=interface_name, sw_if_index=pod.sw_if_index)
+
+    def pods(self) -> dict[str, int]:
+        """Host-side interface name -> sw_if_index of every pod interface (for tests and show)."""
+        with self._lock:
+            return {p.tag.name: p.sw_if_index for p in self._pods.values()}
+
+    # ------------------------------------------------------------------ setup
+
+    def _ready(self, where: str) -> Any:
+        """The client, with this module's VPP objects found or made (again after a VPP restart)."""
+        try:
+            c = self._client_source()
+        except Exception as exc:
+            raise PodError(f"{where}: VPP is not reachable ({exc}); retry when VPP is up") from exc
+        if c is not self._client or c.generation != self._generation:
+            try:
+                self._start(c)
+            except VppError as exc:
+                raise PodError(f"{where}: VPP refused the pods' setup: {exc}") from exc
+        return c
+
+    def _start(self, c: Any) -> None:
+        """Find (after a driver restart) or make the loopback and the deny-all ACL, and learn the
+        pods created before from their tags."""
+        if self._client is not None and c.generation != self._generation and self._pods:
+            log.warning(
+                "vpp_restarted_pods_lost",
+                pods=sorted(p.tag.name for p in self._pods.values()),
+                detail="VPP restarted: its pod interfaces are gone; the pods must be recreated",
+            )
+        self._pods.clear()
+        self.loopback = -1
+        for d in c.dump("sw_interface_dump", sw_if_index=U32_MAX):
+            tag = str(d.tag).rstrip("\x00")
+            sw = int(d.sw_if_index)
+            if tag == LOOPBACK_TAG:
+                self.loopback = sw
+            pod_tag = parse_pod_tag(tag)
+            if pod_tag is not None:
+                kind = "veth" if str(d.interface_dev_type).rstrip("\x00").startswith("af") else "tap"
+                self._pods[pod_tag.netns] = _Pod(sw, pod_tag, kind, None)
+        if self.loopback < 0:
+            self.loopback = int(c.call("create_loopback").sw_if_index)
+            c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=self.loopback, tag=LOOPBACK_TAG)
+            c.call("sw_interface_set_flags", sw_if_index=self.loopback, flags=ADMIN_UP)
+            for addr in LOOPBACK_ADDRESSES:
+                c.call(
+                    "sw_interface_add_del_address",
+                    sw_if_index=self.loopback,
+                    is_add=True,
+                    prefix=ipaddress.ip_interface(addr),
+                )
+        self._client, self._generation = c, c.generation
+        if self._pods:
+            log.info("pod_interfaces_adopted", pods=len(self._pods))
+
+    def _deny_all(self, c: Any) -> int:
+        if self.notifier is not None:
+            return self.notifier.deny_all_acl()
+        from .dataplane import find_or_make_deny_all  # no dataplane here (tests, benchmarks)
+
+        return find_or_make_deny_all(c)
+
+    # ------------------------------------------------------------------ create / remove
+
+    def _create(self, c: Any, req: PodRequest, tag: PodTag, where: str) -> _Pod:
+        mtu = req.mtu if req.mtu > 0 else self.config.vpp_pod_mtu
+        addresses = tuple(a.ip for a in req.addresses)
+        sw = -1
+        kind = "veth" if self._veth else "tap"
+        mac = ""
+        try:
+            if kind == "tap":
+                sw = self._create_tap(c, req, tag, mtu)
+                if sw < 0:  # VPP cannot make taps here: veth from now on
+                    self._veth, kind = True, "veth"
+            if kind == "veth":
+                if self.links is None:
+                    raise PodError(f"{where}: VPP cannot create taps here and no veth support is configured")
+                mac = self.links.create_veth(req, mtu)
+                sw = int(
+                    c.call(
+                        "af_packet_create_v3",
+                        mode=AF_PACKET_API_MODE_ETHERNET,
+                        hw_addr=VETH_VPP_MAC,
+                        use_random_hw_addr=False,
+                        host_if_name=req.host_interface_name,
+                        obj=where,
+                    ).sw_if_index
+                )
+                c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=sw, tag=str(tag), obj=where)
+            pod = _Pod(sw, tag, kind, addresses, mac)
+            # Deny-all before the interface can carry anything.
+            deny = self._deny_all(c)
+            c.call("acl_interface_set_acl_list", sw_if_index=sw, n_input=1, acls=[deny, deny], obj=where)
+            c.call(
+                "sw_interface_set_unnumbered",
+                sw_if_index=self.loopback,
+                unnumbered_sw_if_index=sw,
+                is_add=True,
+                obj=where,
+            )
+            self._urpf(c, sw, addresses, where)
+            c.call("sw_interface_set_flags", sw_if_index=sw, flags=ADMIN_UP, obj=where)
+            for result in c.batch(
+                [("ip_route_add_del", {"is_add": True, "route": _pod_route(a, sw)}, where) for a in addresses]
+            ):
+                result.unwrap()
+            if kind == "tap" and self.links is not None:
+                self.links.tun_routes(req.netns, req.interface_name, _pod_routes(req))
+            return pod
+        except VppError as exc:
+            self._undo(c, sw, kind, req, addresses)
+            raise PodError(f"{where}: VPP refused to create the pod's interface: {exc}") from exc
+        except PodError:
+            self._undo(c, sw, kind, req, addresses)
+            raise
+
+    def _create_tap(self, c: Any, req: PodRequest, tag: PodTag, mtu: int) -> int:
+        """The tap's sw_if_index, or -1 when VPP cannot make taps on this host."""
+        fields: dict[str, Any] = {
+            "id": U32_MAX,
+            "use_random_mac": True,
+            "tap_flags": TAP_API_FLAG_TUN,
+            "host_namespace_set": True,
+            "host_namespace": req.netns,
+            "host_if_name_set": True,
+            "host_if_name": req.interface_name,
+            "host_mtu_set": True,
+            "host_mtu_size": mtu,
+            "tag": str(tag),
+        }
+        v4 = [a for a in req.addresses if a.version == 4]
+        v6 = [a for a in req.addresses if a.version == 6]
+        if v4:
+            fields.update(host_ip4_prefix_set=True, host_ip4_prefix=v4[0])
+        if v6:
+            fields.update(host_ip6_prefix_set=True, host_ip6_prefix=v6[0])
+        try:
+            return int(c.call("tap_create_v3", **fields, obj=f"pod {req.identity}").sw_if_index)
+        except VppError as exc:
+            if (
+                getattr(exc, "retval", None) == ERR_SYSCALL_ERROR_1
+                and self.config.vpp_pod_interface == "auto"
+            ):
+                log.warning(
+                    "pod_taps_unavailable",
+                    detail="VPP cannot create taps (no /dev/vhost-net?): pods get veth pairs attached "
+                    "with af_packet from now on",
+                    error=str(exc),
+                )
+                return -1
+            raise
+
+    def _urpf(self, c: Any, sw: int, addresses: Iterable[Any], where: str) -> None:
+        if not c.supports("urpf"):
+            return
+        for af in sorted({0 if a.version == 4 else 1 for a in addresses}):
+            c.call("urpf_update", is_input=True, mode=URPF_API_MODE_STRICT, af=af, sw_if_index=sw, obj=where)
+
+    def _undo(self, c: Any, sw: int, kind: str, req: PodRequest, addresses: Sequence[Any]) -> None:
+        """Best effort after a failed ADD: leave nothing half made."""
+        pod = _Pod(sw, PodTag("", "", req.host_interface_name), kind, tuple(addresses))
+        try:
+            self._delete_vpp(c, pod, req.netns, req.interface_name)
+        except Exception:
+            log.exception("pod_cleanup_failed", pod=str(req.identity), sw_if_index=sw)
+
+    def _remove(self, c: Any, key: str, pod: _Pod, netns: str, interface_name: str) -> None:
+        if self.notifier is not None:
+            self.notifier.pod_interface_removed(pod.sw_if_index)
+        try:
+            self._delete_vpp(c, pod, netns, interface_name)
+        except VppError as exc:
+            raise PodError(f"pod interface {pod.tag.name} (sw_if_index {pod.sw_if_index}): {exc}") from exc
+        self._pods.pop(key, None)
+
+    def _delete_vpp(self, c: Any, pod: _Pod, netns: str, interface_name: str) -> None:
+        sw = pod.sw_if_index
+        if sw >= 0:
+            addresses = pod.addresses if pod.addresses is not None else self._routed_to(c, sw)
+            routes = [
+                ("ip_route_add_del", {"is_add": False, "route": _pod_route(a, sw)}, pod.tag.name)
+                for a in addresses
+            ]
+            for result in c.batch(routes):
+                if result.error is not None:  # already gone: nothing to undo
+                    log.info("pod_route_absent", interface=pod.tag.name, error=str(result.error))
+            try:
+                if pod.kind == "tap":
+                    c.call("tap_delete_v2", sw_if_index=sw, obj=pod.tag.name)
+                else:
+                    c.call("af_packet_delete", host_if_name=pod.tag.name, obj=pod.tag.name)
+            except VppApiError as exc:
+                if exc.name not in ("INVALID_SW_IF_INDEX", "SYSCALL_ERROR_1"):
+                    raise
+                log.info("pod_interface_already_gone", interface=pod.tag.name, sw_if_index=sw)
+        if pod.kind == "veth" and self.links is not None:
+            self.links.delete_veth(netns, interface_name, pod.tag.name)
+
+    @staticmethod
+    def _routed_to(c: Any, sw: int) -> list[Any]:
+        """The host routes through `sw` (a pod adopted after a restart: its addresses unknown)."""
+        found = []
+        for is_ip6 in (False, True):
+            for d in c.dump("ip_route_dump", table={"table_id": 0, "is_ip6": is_ip6}):
+                route = d.route
+                prefix = ipaddress.ip_network(route.prefix)
+                if prefix.prefixlen != prefix.max_prefixlen:
+                    continue
+                paths = list(route.paths)[: route.n_paths]
+                if paths and all(int(p.sw_if_index) == sw for p in paths):
+                    found.append(prefix.network_address)
+        return found
+
+
+def _pod_route(addr: Any, sw: int) -> dict[str, Any]:
+    net = ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
+    path = {
+        "sw_if_index": sw,
+        "table_id": 0,
+        "weight": 1,
+        "preference": 0,
+        "type": 0,
+        "flags": 0,
+        "proto": 0 if net.version == 4 else 1,
+    }
+    return {"table_id": 0, "prefix": net, "paths": [path]}
+
+
+def _pod_routes(req: PodRequest) -> list[IPNetwork]:
+    """The routes inside the pod: the requested ones, else a default route per address family."""
+    if req.routes:
+        return list(req.routes)
+    families = sorted({a.version for a in req.addresses})
+    return [ipaddress.ip_network("0.0.0.0/0" if v == 4 else "::/0") for v in families]
+
+
+def addresses_of(interfaces: Iterable[IPInterface]) -> tuple[Any, ...]:
+    return tuple(a.ip for a in interfaces)

@@ -1,0 +1,304 @@
+"""Pod interfaces made the way a CNI ADD makes them (`vpp.pods.PodInterfaces`), over the
+simulator's socket: what VPP ends up with, deny-all from the first message on, idempotence,
+binding to Felix's endpoints in both orders, index reuse after a DEL, driver restarts, and the
+veth fallback where VPP cannot make taps."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from calico_vpp_driver.cni.types import IPNetwork, PodError, PodRequest, WorkloadIdentity
+from calico_vpp_driver.config import Config
+from calico_vpp_driver.felix.status import Health, StatusBoard
+from calico_vpp_driver.model.state import DesiredState
+from calico_vpp_driver.model.types import Profile, Rule, WorkloadEndpoint, WorkloadEndpointID
+from calico_vpp_driver.policy.verdict import Packet
+from calico_vpp_driver.sim.node import SimNode
+from calico_vpp_driver.sim.state import VppState
+from calico_vpp_driver.vpp.dataplane import DENY_ALL_TAG
+from calico_vpp_driver.vpp.pods import LOOPBACK_TAG, PodInterfaces, parse_pod_tag
+
+A = WorkloadEndpointID("k8s", "ns/a", "eth0")
+B = WorkloadEndpointID("k8s", "ns/b", "eth0")
+A_IP, A_IP6, B_IP = "10.0.0.1", "fd00::1", "10.0.0.2"
+OUTSIDE = "198.51.100.7"
+
+
+def request(
+    key: WorkloadEndpointID, name: str, *addrs: str, netns: str | None = None, mtu: int = 0
+) -> PodRequest:
+    return PodRequest(
+        netns=netns or f"/var/run/netns/{name}",
+        interface_name="eth0",
+        host_interface_name=name,
+        identity=WorkloadIdentity(key.orchestrator_id, key.workload_id, key.endpoint_id),
+        addresses=tuple(
+            ipaddress.ip_interface(f"{a}/{ipaddress.ip_address(a).max_prefixlen}") for a in addrs
+        ),
+        mtu=mtu,
+    )
+
+
+def allow_all_state(*eps: tuple[WorkloadEndpointID, str, str]) -> DesiredState:
+    st = DesiredState()
+    st.update_profile(Profile("open", (Rule(action="allow"),), (Rule(action="allow"),)))
+    for key, name, ip in eps:
+        st.update_workload_endpoint(
+            WorkloadEndpoint(
+                key, name=name, profile_ids=("open",), ipv4_nets=(ipaddress.IPv4Network(f"{ip}/32"),)
+            )
+        )
+    return st
+
+
+def apply(node: SimNode, st: DesiredState, board: StatusBoard) -> None:
+    if not st.in_sync:
+        st.mark_in_sync()
+    node.dataplane.apply(st, st.take_dirty(), board)
+    assert not node.server.errors, node.server.errors
+
+
+@pytest.fixture(params=("npol", "acl"))
+def node(request: pytest.FixtureRequest) -> Iterator[SimNode]:
+    n = SimNode(backend=request.param)
+    yield n
+    n.close()
+
+
+def pods_of(node: SimNode) -> PodInterfaces:
+    return PodInterfaces(lambda: node.client, node.config, notifier=node.dataplane)
+
+
+def acl_tags(node: SimNode, sw: int) -> tuple[list[str], list[str]]:
+    vpp = node.server.state
+    ins = [vpp.acls.get(i).tag for i in vpp.acl_input.get(sw, [])]
+    outs = [vpp.acls.get(i).tag for i in vpp.acl_output.get(sw, [])]
+    return ins, outs
+
+
+def host_routes(node: SimNode, sw: int) -> set[str]:
+    vpp = node.server.state
+    found = set()
+    for is_ip6 in (False, True):
+        table = vpp.table(is_ip6, 0)
+        assert table is not None
+        for prefix, route in table.routes.items():
+            if any(p.sw_if_index == sw for p in route.paths) and prefix.prefixlen == prefix.max_prefixlen:
+                found.add(str(prefix.network_address))
+    return found
+
+
+# ---------------------------------------------------------------------------------- what ADD makes
+
+
+def test_add_makes_a_tun_tap_in_the_pod_namespace_denying_everything(node: SimNode) -> None:
+    pods = pods_of(node)
+    result = pods.add(request(A, "calia", A_IP, A_IP6, mtu=1400))
+    assert result.host_interface_name == "calia"
+    sw = pods.pods()["calia"]
+    vpp = node.server.state
+    itf = vpp.interfaces.get(sw)
+    assert itf is not None
+    assert itf.info["tun"] and itf.info["host_namespace"] == "/var/run/netns/calia"
+    assert itf.info["host_if_name"] == "eth0" and itf.mtu == 1400
+    assert itf.admin_up
+    tag = parse_pod_tag(itf.tag)
+    assert tag is not None and tag.name == "calia"
+    loop = [i for _, i in vpp.interfaces.items() if i.tag == LOOPBACK_TAG]
+    assert len(loop) == 1 and itf.unnumbered_to == loop[0].sw_if_index
+    assert host_routes(node, sw) == {A_IP, A_IP6}
+    assert itf.urpf == {(True, 0): 2, (True, 1): 2}  # strict, both families
+    assert acl_tags(node, sw) == ([DENY_ALL_TAG], [DENY_ALL_TAG])
+    # Nothing crosses it before Felix's endpoint is programmed.
+    assert node.verdict(Packet.tcp(OUTSIDE, A_IP, 80))[0] is False
+
+
+def test_the_interface_is_never_up_without_the_deny_all(node: SimNode) -> None:
+    seen: list[str] = []
+
+    def check(name: str, fields: Mapping[str, Any]) -> None:
+        vpp = node.server.state
+        for sw, itf in vpp.interfaces.items():
+            if parse_pod_tag(itf.tag) is None or not itf.admin_up:
+                continue
+            ins = vpp.acl_input.get(sw, [])
+            outs = vpp.acl_output.get(sw, [])
+            if not ins or not outs:
+                seen.append(f"after {name}: {itf.name} up without ACLs")
+
+    node.server.after_request = check
+    pods_of(node).add(request(A, "calia", A_IP))
+    node.server.after_request = None
+    assert seen == []
+
+
+def test_add_is_idempotent_and_del_removes_everything(node: SimNode) -> None:
+    pods = pods_of(node)
+    req = request(A, "calia", A_IP)
+    pods.add(req)
+    sw = pods.pods()["calia"]
+    node.server.calls.clear()
+    pods.add(req)  # the plugin retried
+    assert pods.pods() == {"calia": sw}
+    assert not node.server.calls.get("tap_create_v3")
+    pods.delete(req.netns, "eth0")
+    assert pods.pods() == {}
+    assert node.server.state.interfaces.get(sw) is None
+    assert host_routes(node, sw) == set()
+    pods.delete(req.netns, "eth0")  # kubelet repeats DELs
+
+
+# ---------------------------------------------------------------------------------- binding
+
+
+@pytest.mark.parametrize("order", ["interface-first", "endpoint-first"])
+def test_endpoint_binds_by_workload_identity_in_both_orders(node: SimNode, order: str) -> None:
+    # The CNI request's host-side name differs from the endpoint's name: identity binds them.
+    st = allow_all_state((A, "cali-felix-name", A_IP))
+    board = StatusBoard()
+    if order == "interface-first":
+        node.add_pod("cni-name", [A_IP], identity=A)
+        apply(node, st, board)
+    else:
+        apply(node, st, board)
+        assert board.health(A)[0] == Health.DOWN
+        node.add_pod("cni-name", [A_IP], identity=A)
+        assert node.dataplane.wants_apply()
+        apply(node, st, board)
+    assert board.health(A)[0] == Health.UP
+    assert node.verdict(Packet.tcp(OUTSIDE, A_IP, 80))[0] is True
+    assert node.verdict(Packet.tcp(A_IP, OUTSIDE, 80), "cni-name")[0] is True
+
+
+def test_endpoint_binds_by_name_to_an_interface_made_elsewhere(node: SimNode) -> None:
+    # An interface tagged with the endpoint's name (not by this driver's CNI code).
+    node.add_pod("calib", [B_IP])  # the pods' loopback exists
+    c = node.client
+    sw = int(
+        c.call("tap_create_v3", id=0xFFFFFFFF, use_random_mac=True, tap_flags=16, tag="calia").sw_if_index
+    )
+    c.call(
+        "sw_interface_set_unnumbered", sw_if_index=node.cni.loopback, unnumbered_sw_if_index=sw, is_add=True
+    )
+    c.call("sw_interface_set_flags", sw_if_index=sw, flags=1)
+    st = allow_all_state((A, "calia", A_IP))
+    board = StatusBoard()
+    apply(node, st, board)
+    assert board.health(A)[0] == Health.UP
+    assert acl_tags(node, sw)[0] != [DENY_ALL_TAG]
+
+
+def test_a_deleted_pods_index_never_carries_its_policy_to_the_next_pod(node: SimNode) -> None:
+    st = allow_all_state((A, "calia", A_IP))
+    board = StatusBoard()
+    pod_a = node.add_pod("calia", [A_IP], identity=A)
+    apply(node, st, board)
+    assert node.verdict(Packet.tcp(OUTSIDE, A_IP, 80))[0] is True
+    node.delete_pod("calia")  # Felix has not removed A's endpoint yet
+    pod_b = node.add_pod("calib", [B_IP], identity=B)
+    assert pod_b.sw_if_index == pod_a.sw_if_index  # VPP reused the index
+    apply(node, st, board)
+    assert acl_tags(node, pod_b.sw_if_index) == ([DENY_ALL_TAG], [DENY_ALL_TAG])
+    assert node.verdict(Packet.tcp(OUTSIDE, B_IP, 80))[0] is False
+    assert node.verdict(Packet.tcp(B_IP, OUTSIDE, 80), "calib")[0] is False
+    assert board.health(A)[0] == Health.DOWN
+    if node.dataplane.npol is not None:
+        assert pod_b.sw_if_index not in node.dataplane.npol.interfaces
+
+
+def test_status_up_once_bound_down_after_the_pod_is_deleted(node: SimNode) -> None:
+    st = allow_all_state((A, "calia", A_IP))
+    board = StatusBoard()
+    node.add_pod("calia", [A_IP], identity=A)
+    apply(node, st, board)
+    assert board.health(A)[0] == Health.UP
+    node.delete_pod("calia")
+    st.update_workload_endpoint(st.workload_endpoints[A])  # any change brings A round
+    apply(node, st, board)
+    assert board.health(A)[0] == Health.DOWN
+
+
+# ---------------------------------------------------------------------------------- restarts
+
+
+def test_a_restarted_driver_finds_its_pods_by_tag_and_can_delete_them(node: SimNode) -> None:
+    st = allow_all_state((A, "calia", A_IP))
+    board = StatusBoard()
+    node.add_pod("calia", [A_IP, A_IP6], identity=A)
+    apply(node, st, board)
+    sw = node.pods["calia"].sw_if_index
+    # A new driver process: new dataplane, new CNI side, same VPP.
+    node.dataplane = node.new_dataplane()
+    fresh = PodInterfaces(lambda: node.client, node.config, notifier=node.dataplane)
+    st2 = allow_all_state((A, "calia", A_IP))
+    board2 = StatusBoard()
+    apply(node, st2, board2)
+    assert board2.health(A)[0] == Health.UP
+    assert fresh.pods() == {}  # learnt lazily, on the first request
+    fresh.delete("/var/run/netns/calia", "eth0")
+    assert fresh.pods() == {}
+    assert host_routes(node, sw) == set()
+    assert not any(parse_pod_tag(i.tag) for _, i in node.server.state.interfaces.items())
+
+
+# ---------------------------------------------------------------------------------- veth fallback
+
+
+class FakeLinks:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def tun_routes(self, netns: str, interface_name: str, routes: Sequence[IPNetwork]) -> None:
+        self.calls.append(("tun_routes", netns, interface_name, tuple(str(r) for r in routes)))
+
+    def create_veth(self, request: PodRequest, mtu: int) -> str:
+        self.calls.append(("create_veth", request.host_interface_name, mtu))
+        return "02:00:00:00:00:01"
+
+    def delete_veth(self, netns: str, interface_name: str, host_interface_name: str) -> None:
+        self.calls.append(("delete_veth", netns, interface_name, host_interface_name))
+
+
+def test_without_vhost_net_pods_get_a_veth_attached_with_af_packet() -> None:
+    with SimNode(backend="acl", vpp_state=VppState(vhost_net=False)) as node:
+        links = FakeLinks()
+        pods = PodInterfaces(lambda: node.client, node.config, notifier=node.dataplane, links=links)
+        result = pods.add(request(A, "calia", A_IP))
+        assert result.container_mac == "02:00:00:00:00:01"
+        sw = pods.pods()["calia"]
+        itf = node.server.state.interfaces.get(sw)
+        assert itf is not None
+        assert itf.kind == "af_packet" and itf.info["host_if_name"] == "calia"
+        assert itf.mac == bytes.fromhex("eeeeeeeeeeee")
+        assert acl_tags(node, sw) == ([DENY_ALL_TAG], [DENY_ALL_TAG])
+        assert host_routes(node, sw) == {A_IP}
+        assert links.calls[0] == ("create_veth", "calia", Config().vpp_pod_mtu)
+        pods.delete("/var/run/netns/calia", "eth0")
+        assert links.calls[-1] == ("delete_veth", "/var/run/netns/calia", "eth0", "calia")
+        assert pods.pods() == {}
+
+
+def test_taps_forced_where_vpp_cannot_make_them_is_an_error_naming_the_pod() -> None:
+    with SimNode(backend="acl", vpp_state=VppState(vhost_net=False)) as node:
+        cfg = Config(vpp_pod_interface="tap")
+        pods = PodInterfaces(lambda: node.client, cfg, notifier=node.dataplane)
+        with pytest.raises(PodError, match="k8s/ns/a/eth0"):
+            pods.add(request(A, "calia", A_IP))
+        assert pods.pods() == {}
+
+
+def test_a_refused_route_leaves_nothing_behind(node: SimNode) -> None:
+    pods = pods_of(node)
+    before = {sw for sw, _ in node.server.state.interfaces.items()}
+    pods.add(request(B, "calib", B_IP))  # loopback and deny-all exist
+    before = {sw for sw, _ in node.server.state.interfaces.items()}
+    node.server.fail_nth("ip_route_add_del", 1, -1)
+    with pytest.raises(PodError, match="ns/a"):
+        pods.add(request(A, "calia", A_IP))
+    after = {sw for sw, _ in node.server.state.interfaces.items()}
+    assert after == before
+    assert set(pods.pods()) == {"calib"}
