@@ -27,6 +27,8 @@ bench: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=calico_vpp_driver/felix \
 		--pyi_out=calico_vpp_driver/felix proto/felixbackend.proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=calico_vpp_driver/cni \
+		--pyi_out=calico_vpp_driver/cni proto/cnibackend.proto
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev]'

@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "ingest.py",  # Felix startup stream -> driver in_sync: members/s, RSS
     "vpp_calls": "vpp_calls.py",  # VPP client vs the simulator: sync/pipelined calls/s, packing share
     "policy": "policy.py",  # node-at-scale policy into the simulator: all up, member add, rule change
+    "cni": "cni.py",  # CNI ADD -> Felix status "up" for 100 pods back to back
 }
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from . import __version__
+from . import config as config_mod
 from . import log as log_mod
 from .config import Config
 from .dataplane import Dataplane, ModelOnlyDataplane
@@ -93,11 +94,14 @@ class Stopper:
 class _ProcessHooks:
     """Process-wide reactions to Felix's config (once per process, not per session)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, cni: _Cni | None = None) -> None:
         self.metrics = metrics
         self._metrics_started = False
+        self.cni = cni
 
     def on_config(self, cfg: Config) -> None:
+        if self.cni is not None:
+            self.cni.configure(cfg)
         if cfg.vpp_metrics_listen and not self._metrics_started:
             try:
                 self.metrics.serve(cfg.vpp_metrics_listen)
@@ -109,15 +113,69 @@ class _ProcessHooks:
 
 def _make_dataplane() -> Dataplane:
     """The VPP dataplane; `CALICO_VPP_DATAPLANE=model-only` keeps the model without any VPP
-    (for exercising the Felix side alone)."""
+    (for exercising the Felix side alone). Until Felix's config arrives, the driver's knobs
+    come from the environment (the CNI server may need VPP before that)."""
     if os.environ.get("CALICO_VPP_DATAPLANE", "") == "model-only":
         return ModelOnlyDataplane()
     from .vpp.client import VppClient
     from .vpp.dataplane import VppDataplane
 
     return VppDataplane(
-        lambda cfg: _started(VppClient.from_config(cfg, connect_timeout=2.0, read_timeout=30.0))
+        lambda cfg: _started(VppClient.from_config(cfg, connect_timeout=2.0, read_timeout=30.0)),
+        config=config_mod.load({})[0],
     )
+
+
+class _Cni:
+    """The CNI gRPC server and the pod interfaces it creates, for the life of the process.
+
+    Started from the environment's settings (`CALICO_VPP_CNI_SOCKET`; empty: no server), so
+    pods can be created before Felix connects, and between Felix connections in serve mode.
+    """
+
+    def __init__(self, dataplane: Any, cfg: Config) -> None:
+        from .cni.links import LinuxPodLinks
+        from .cni.server import CniServer
+        from .vpp.pods import PodInterfaces
+
+        self.socket = cfg.vpp_cni_socket
+        self.pods = PodInterfaces(dataplane.vpp_client, cfg, notifier=dataplane, links=LinuxPodLinks())
+        self.server = CniServer(self.socket, self.pods).start()
+        log.info("cni_server_listening", socket=self.socket, pod_interface=cfg.vpp_pod_interface)
+
+    @classmethod
+    def start(cls, dataplane: Dataplane) -> _Cni | None:
+        from .vpp.dataplane import VppDataplane
+
+        if not isinstance(dataplane, VppDataplane):
+            return None
+        cfg = config_mod.load({})[0]
+        if not cfg.vpp_cni_socket:
+            log.info("cni_server_disabled", detail="CALICO_VPP_CNI_SOCKET is empty")
+            return None
+        try:
+            return cls(dataplane, cfg)
+        except Exception as exc:
+            log.error(
+                "cni_server_failed",
+                socket=cfg.vpp_cni_socket,
+                error=str(exc),
+                detail="pods cannot be created on this node until the driver restarts",
+            )
+            return None
+
+    def configure(self, cfg: Config) -> None:
+        self.pods.config = cfg
+        if cfg.vpp_cni_socket != self.socket:
+            log.warning(
+                "cni_socket_not_changed",
+                socket=self.socket,
+                configured=cfg.vpp_cni_socket,
+                detail="the CNI socket is set from the environment at start; restart the driver to move it",
+            )
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 def _started(client: Any) -> Any:
@@ -164,8 +222,9 @@ def run_felix_fds(in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
     _grow_pipe(in_fd)
     stopper = Stopper()
     metrics = Metrics()
-    hooks = _ProcessHooks(metrics)
     dataplane = _make_dataplane()
+    cni = _Cni.start(dataplane)
+    hooks = _ProcessHooks(metrics, cni)
     log.info("driver_starting", version=__version__, mode="felix-fds", dataplane=dataplane.name)
     session = Session(
         in_fd,
@@ -185,6 +244,8 @@ def run_felix_fds(in_fd: int = FELIX_IN_FD, out_fd: int = FELIX_OUT_FD) -> int:
         log.info("felix_disconnected", detail="Felix closed its end of the status pipe")
         return 0
     finally:
+        if cni is not None:
+            cni.stop()
         dataplane.close()
     log.info("driver_exiting", reason=result.reason, signal=stopper.signal)
     return 0
@@ -211,8 +272,9 @@ def serve(path: str) -> int:
     """Long-lived mode: one Felix (through `relay`) at a time, across Felix restarts."""
     stopper = Stopper()
     metrics = Metrics()
-    hooks = _ProcessHooks(metrics)
     dataplane = _make_dataplane()
+    cni = _Cni.start(dataplane)
+    hooks = _ProcessHooks(metrics, cni)
     server = _listen(path)
     log.info("driver_starting", version=__version__, mode="serve", socket=path, dataplane=dataplane.name)
     try:
@@ -244,6 +306,8 @@ def serve(path: str) -> int:
                     except OSError:
                         pass
     finally:
+        if cni is not None:
+            cni.stop()
         dataplane.close()
         server.close()
         try:

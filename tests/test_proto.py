@@ -118,7 +118,8 @@ def test_rule_types_are_repeated_policy_ids() -> None:
     assert f.message_type is pb.PolicyID.DESCRIPTOR
 
 
-def test_generated_code_is_current(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize(("proto", "package"), [("felixbackend", "felix"), ("cnibackend", "cni")])
+def test_generated_code_is_current(tmp_path: pathlib.Path, proto: str, package: str) -> None:
     pytest.importorskip("grpc_tools")
     subprocess.run(
         [
@@ -128,13 +129,13 @@ def test_generated_code_is_current(tmp_path: pathlib.Path) -> None:
             f"-I{ROOT / 'proto'}",
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
-            str(ROOT / "proto" / "felixbackend.proto"),
+            str(ROOT / "proto" / f"{proto}.proto"),
         ],
         check=True,
     )
-    for name in ("felixbackend_pb2.py", "felixbackend_pb2.pyi"):
+    for name in (f"{proto}_pb2.py", f"{proto}_pb2.pyi"):
         fresh = (tmp_path / name).read_text()
-        checked_in = (ROOT / "calico_vpp_driver" / "felix" / name).read_text()
+        checked_in = (ROOT / "calico_vpp_driver" / package / name).read_text()
         assert fresh == checked_in, f"{name} is stale: run `make proto`"
 
 
