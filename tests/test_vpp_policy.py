@@ -516,3 +516,24 @@ def test_an_interface_created_outside_the_driver_gets_deny_all_before_anything_e
     node.server.after_request = None
     assert touched and not leaks, leaks[:5]
     check_all(node, st)
+
+
+def test_two_texts_of_one_member_value_are_deleted_only_together(node: SimNode) -> None:
+    """Felix member texts are not unique per value ("10.9.0.1" and "10.9.0.1/32"; host bits):
+    npol deletes every copy of a value, so removing one text must not remove the value."""
+    node.add_pod("calia", [A_IP])
+    st = base_state()
+    st.update_ipset("friends", IPSET_NET, [FRIEND, f"{FRIEND}/32", "10.8.0.0/24", "10.8.0.5/24"])
+    apply(node, st)
+    allowed = [Packet.tcp(FRIEND, A_IP, 80), Packet.tcp("10.8.0.9", A_IP, 80)]
+    for pkt in allowed:
+        assert node.verdict(pkt)[0] is True
+    st.delta_ipset("friends", [], [f"{FRIEND}/32", "10.8.0.5/24"])
+    apply(node, st)
+    for pkt in allowed:
+        assert node.verdict(pkt)[0] is True
+    check_all(node, st)
+    st.delta_ipset("friends", [], [FRIEND, "10.8.0.0/24"])
+    apply(node, st)
+    for pkt in allowed:
+        assert node.verdict(pkt)[0] is False

@@ -354,6 +354,44 @@ def parse_member(text: str, ip_and_port: bool) -> Member:
     return (v, packed, plen)
 
 
+_PROTO_NAMES: dict[int, str] = {number: name for name, number in _PROTO_BY_NAME.items()}
+
+
+def member_forms(member: Member) -> tuple[str, ...]:
+    """The plain texts Felix uses for this member value ("10.0.0.4" and "10.0.0.4/32",
+    "10.0.0.0/24", "10.0.0.4,tcp:80"). Other texts of the same value (host bits set, IPv6
+    written otherwise) are "odd": rare, but they alias a plain one."""
+    v, packed = member[0], member[1]
+    addr = socket.inet_ntop(_AF[v], packed)
+    if len(member) == 4:
+        return (f"{addr},{_PROTO_NAMES[member[2]]}:{member[3]}",)
+    plen = member[2]
+    return (addr, f"{addr}/{plen}") if plen == _BITS[v] else (f"{addr}/{plen}",)
+
+
+def parse_members(texts: Iterable[str], ip_and_port: bool) -> tuple[list[Member], int]:
+    """The member values of Felix member texts, and how many texts were odd (not a plain form
+    of their value): while a set holds none, two texts of one value can only be the two
+    plain forms, which `member_wanted` checks in O(1)."""
+    values = []
+    odd = 0
+    for text in texts:
+        value = parse_member(text, ip_and_port)
+        values.append(value)
+        if text not in member_forms(value):
+            odd += 1
+    return values, odd
+
+
+def member_wanted(value: Member, texts: frozenset[str], odd: int, ip_and_port: bool) -> bool:
+    """Whether a set whose member texts are `texts` (`odd` of them odd) still holds `value`
+    under some text: npol's delete removes every copy of a value, so a value is deleted only
+    when no remaining text maps to it. O(1) unless the set holds odd texts."""
+    if any(form in texts for form in member_forms(value)):
+        return True
+    return bool(odd) and any(parse_member(t, ip_and_port) == value for t in texts)
+
+
 def member_api(member: Member) -> dict[str, Any]:
     v, packed = member[0], member[1]
     address = {"af": 0 if v == 4 else 1, "un": {_UNION[v]: packed}}

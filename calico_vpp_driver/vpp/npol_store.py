@@ -69,6 +69,7 @@ class _Set:
     id: int
     type: int
     members: frozenset[Any]
+    odd: int = 0  # Felix sets: member texts that are not a plain form of their value
 
 
 @dataclass(slots=True)
@@ -196,7 +197,7 @@ class NpolStore:
     def enable_cnat(self, interfaces: Iterable[int]) -> None:
         """Enable the cnat feature (and with it npol's hooks) on these interfaces, once each."""
         todo = sorted(set(interfaces) - self.cnat_enabled)
-        self._send(
+        results = self._results(
             [
                 (
                     "feature_cnat_enable_disable",
@@ -204,10 +205,13 @@ class NpolStore:
                     f"interface {sw}",
                 )
                 for sw in todo
-            ],
-            "cnat feature",
+            ]
         )
-        self.cnat_enabled.update(todo)
+        # Each success is recorded: enabling a feature twice puts its node on the arc twice.
+        self.cnat_enabled.update(sw for sw, res in zip(todo, results, strict=True) if res.error is None)
+        error = _first_error(results, "cnat feature")
+        if error is not None:
+            raise error
 
     def object_counts(self) -> dict[str, int]:
         return {
@@ -261,17 +265,11 @@ class NpolStore:
             return stype, raw
         return npol.set_type(None, key), npol.derived_members(ipsets, key)
 
-    def _encode(self, key: SetKey, stype: int, members: Iterable[Any]) -> list[dict[str, Any]]:
-        if key[0] == "felix":
-            parsed = [npol.parse_member(m, stype == NPOL_IP_AND_PORT) for m in members]
-        else:
-            parsed = list(members)
-        return [npol.member_api(m) for m in npol.sort_members(parsed)]
-
     def _member_requests(
-        self, key: SetKey, set_id: int, stype: int, members: Iterable[Any], is_add: bool
+        self, key: SetKey, set_id: int, values: Iterable[Any], is_add: bool
     ) -> list[tuple[str, dict[str, Any], str]]:
-        encoded = self._encode(key, stype, members)
+        """Member messages for these member values (parsed: `npol.parse_member`)."""
+        encoded = [npol.member_api(m) for m in npol.sort_members(set(values))]
         return [
             (
                 "npol_ipset_add_del_members",
@@ -299,16 +297,27 @@ class NpolStore:
             if stype != owned.type:
                 rebuild.append(key)
                 continue
-            removed = owned.members - members
-            added = members - owned.members
+            if key[0] == "felix":
+                # Texts differ; values may not (two texts of one value): delete a value only
+                # when no remaining text maps to it.
+                ip_port = owned.type == NPOL_IP_AND_PORT
+                added_values, added_odd = npol.parse_members(members - owned.members, ip_port)
+                removed_values, removed_odd = npol.parse_members(owned.members - members, ip_port)
+                odd = owned.odd + added_odd - removed_odd
+                removed = {v for v in removed_values if not npol.member_wanted(v, members, odd, ip_port)}
+                added = set(added_values)
+            else:
+                odd = 0
+                removed, added = set(owned.members - members), set(members - owned.members)
             if removed and owned.type == NPOL_IP_AND_PORT:
                 rebuild.append(key)  # npol's member delete removes more than asked
                 continue
-            sent = self._member_requests(key, owned.id, owned.type, added, True)
-            sent += self._member_requests(key, owned.id, owned.type, removed, False)
+            sent = self._member_requests(key, owned.id, added, True)
+            sent += self._member_requests(key, owned.id, removed, False)
             requests += sent
             keys += [key] * len(sent)
             owned.members = members
+            owned.odd = odd
         results = self._results(requests)
         for key, res in zip(keys, results, strict=True):
             if res.error is not None:
@@ -346,6 +355,7 @@ class NpolStore:
             ]
         )
         requests: list[tuple[str, dict[str, Any], str]] = []
+        odd: dict[SetKey, int] = {}
         for key, (stype, members), res in zip(ordered, wanted, results, strict=True):
             if res.error is None:
                 # Recorded empty until its members are in: a failed fill is retried by a diff.
@@ -353,13 +363,18 @@ class NpolStore:
                 self.ids_changed += 1
                 for felix_id in npol.felix_sets(key):
                     self._dependents.setdefault(felix_id, set()).add(key)
-                requests += self._member_requests(key, int(res.reply.set_id), stype, members, True)
+                if key[0] == "felix":
+                    values, odd[key] = npol.parse_members(members, stype == NPOL_IP_AND_PORT)
+                else:
+                    values = list(members)
+                requests += self._member_requests(key, int(res.reply.set_id), values, True)
         error = _first_error(results, "IP set create")
         fill = self._results(requests)
         error = error or _first_error(fill, "IP set members")
         if error is None:
             for key, (_stype, members) in zip(ordered, wanted, strict=True):
                 self.sets[key].members = members
+                self.sets[key].odd = odd.get(key, 0)
         if error is not None:
             raise error
 
@@ -480,15 +495,17 @@ class NpolStore:
             if self.interface_keys.get(sw) == keys:
                 for pkey in keys.rx + keys.tx:
                     self.policies[pkey].users.add(sw)
-        cnat = [
-            ("feature_cnat_enable_disable", {"sw_if_index": sw, "enable_disable": True}, f"interface {sw}")
-            for sw in wanted
-            if sw in self.interface_keys and sw not in self.cnat_enabled
-        ]
-        self._send(cnat, "cnat feature")
-        self.cnat_enabled.update(sw for _n, f, _o in cnat for sw in (f["sw_if_index"],))
+        # npol sees nothing where cnat is off: an interface whose enable fails is refused (its
+        # ACL, which hands TCP/UDP/SCTP to npol, is then not installed: it stays deny-all).
+        cnat_error: RenderError | None = None
+        try:
+            self.enable_cnat(sw for sw in wanted if sw in self.interface_keys)
+        except RenderError as exc:
+            cnat_error = exc
         if failed:
             raise RenderError("; ".join(failed))
+        if cnat_error is not None:
+            raise cnat_error
 
     def _collect(self) -> None:
         """Delete what nothing uses any more: policies, then rules, then sets."""
