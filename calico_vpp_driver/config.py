@@ -222,6 +222,7 @@ _DRIVER_PARAMS: dict[str, tuple[Callable[[str], Any], str, str]] = {
     "VPPPodInterface": (_parse_oneof("auto", "tap", "veth"), "auto", "CALICO_VPP_POD_INTERFACE"),
     "VPPPodMTU": (_parse_int(0, 65535), "1450", "CALICO_VPP_POD_MTU"),
     "VPPHostInterfaces": (_parse_string, "", "CALICO_VPP_HOST_INTERFACES"),
+    "VPPFloatingIPPorts": (_parse_string, "tcp:1-1023,udp:1-1023", "CALICO_VPP_FLOATING_IP_PORTS"),
 }
 
 
@@ -252,6 +253,7 @@ def _snake(name: str) -> str:
         "VPPPodInterface": "vpp_pod_interface",
         "VPPPodMTU": "vpp_pod_mtu",
         "VPPHostInterfaces": "vpp_host_interfaces",
+        "VPPFloatingIPPorts": "vpp_floating_ip_ports",
     }
     if name in special:
         return special[name]
@@ -309,6 +311,8 @@ class Config:
     # Host endpoint interface names -> VPP interface tags ("eth0=main-eth0,..."; "" = the tags
     # Calico/VPP's manager sets: main-<name> for the uplink, host-<name> for the host tap).
     vpp_host_interfaces: str = ""
+    # The ports a floating IP forwards (cnat translations match exact ports: one per port).
+    vpp_floating_ip_ports: str = "tcp:1-1023,udp:1-1023"
     # Parameters Felix passed that the driver does not use, kept for operators.
     passthrough: tuple[tuple[str, str], ...] = ()
 

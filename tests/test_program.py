@@ -130,7 +130,12 @@ def test_policy_cases_reach_every_kind_of_verdict_and_match() -> None:
         assert seen[outcome] > 0, (outcome, seen)
     allowed = sum(n for k, n in seen.items() if k.endswith(":allow"))
     assert 0.05 < allowed / total < 0.95, seen
-    missing = [f for f in Rule._fields if f not in ("action", "rule_id") and matched[f] == 0]
+    # A source named port must meet an IP_AND_PORT member on address, protocol and port at
+    # once: about one rule in 150 cases matches, too few to require in this modest run (and
+    # which run it is in depends on the process's earlier draws); it is covered by its own
+    # table tests (test_verdict) and by the differential tests.
+    rare = ("src_named_port_ip_set_ids",)
+    missing = [f for f in Rule._fields if f not in ("action", "rule_id", *rare) and matched[f] == 0]
     assert not missing, (missing, matched)
 
 

@@ -790,6 +790,30 @@ def test_cnat_snat_configuration() -> None:
     assert state.default_snat() is None
 
 
+def test_cnat_snat_interface_bit_survives_interface_deletion_and_passes_to_the_reused_index() -> None:
+    """cnat registers no interface add/del callback: the bitmap keeps the bit."""
+    state = VppState()
+    sw = tap(state)
+    call(
+        state,
+        "cnat_set_snat_addresses_v2",
+        fwd_fib_index=0,
+        ret_fib_index=0,
+        snat_ip4=IPv4Address("192.168.0.11").packed,
+        snat_ip6=bytes(16),
+        sw_if_index=U32_MAX,
+        flags=6,
+    )
+    add_if = "cnat_snat_policy_add_del_if"
+    assert call(state, add_if, sw_if_index=sw, is_add=1, table=0)["retval"] == 0
+    assert call(state, "tap_delete_v2", sw_if_index=sw)["retval"] == 0
+    assert state.snat[0].if_maps[0] == {sw}
+    assert call(state, add_if, sw_if_index=sw, is_add=0, table=0)["retval"] == E.INVALID_SW_IF_INDEX
+    assert tap(state) == sw  # the next interface gets the index, and the bit with it
+    assert call(state, add_if, sw_if_index=sw, is_add=0, table=0)["retval"] == 0
+    assert state.snat[0].if_maps[0] == set()
+
+
 def test_cnat_session_purge_and_dump_byte_swaps_ports() -> None:
     from calico_vpp_driver.sim.packet import evaluate
 

@@ -710,6 +710,36 @@ def test_snat_k8s_policy_source_nats_pod_traffic_leaving_the_node() -> None:
     assert verdict == "allow" and trace[-1].endswith("as 8.8.8.8:443 -> 10.0.0.1:1000 tcp")
 
 
+@pytest.mark.parametrize(("flags", "reachable"), [(0, False), (2, True)])
+def test_snat_address_client_drops_what_is_not_a_reply_unless_no_client(flags: int, reachable: bool) -> None:
+    node = Node()
+    s = node.state
+    call(
+        s,
+        "cnat_set_snat_addresses_v2",
+        fwd_fib_index=0,
+        ret_fib_index=0,
+        snat_ip4=IPv4Address("192.168.0.11").packed,  # the uplink's own address
+        snat_ip6=bytes(16),
+        sw_if_index=U32_MAX,
+        flags=flags,
+    )
+    call(s, "cnat_set_snat_policy", policy=1)
+    call(s, "cnat_snat_policy_add_del_if", sw_if_index=node.pod_a, is_add=1, table=0)
+    ssh = {"src": REMOTE, "dst": "192.168.0.11", "proto": "tcp", "sport": 5000, "dport": 22}
+    verdict, trace = evaluate(s, ssh, use_sessions=False)
+    assert (verdict == "allow") == reachable, trace
+    if not reachable:
+        assert any("SNAT address client" in line for line in trace)
+    # replies to a NATed flow are un-NATed by cnat-lookup on the uplink either way
+    out = {"src": POD_A, "dst": REMOTE, "proto": "tcp", "sport": 1000, "dport": 443}
+    verdict, trace = evaluate(s, out)
+    port = int(trace[-1].split("as 192.168.0.11:")[1].split()[0])
+    back = {"src": REMOTE, "dst": "192.168.0.11", "proto": "tcp", "sport": 443, "dport": port}
+    verdict, trace = evaluate(s, back)
+    assert verdict == "allow" and trace[-1].endswith("-> 10.0.0.1:1000 tcp"), trace
+
+
 def test_snat_without_an_address_drops() -> None:
     node = Node()
     s = node.state
@@ -891,3 +921,44 @@ def test_ipv6_npol_and_icmpv6_echo() -> None:
     # an IPv4 CIDR never matches an IPv6 packet
     node.configure(node.pod_a, tx=[node.policy(node.rule(ALLOW, cidr("0.0.0.0/0")))], policy_default=D_DENY)
     assert evaluate(s, ping, use_sessions=False)[0] == "deny"
+
+
+def test_tunnel_output_encapsulates_and_routes_the_outer_packet() -> None:
+    node = Node()
+    s = node.state
+    vx = call(
+        s,
+        "vxlan_add_del_tunnel_v3",
+        src_address=IPv4Address("192.168.0.11"),
+        dst_address=IPv4Address("203.0.113.5"),
+        vni=77,
+        dst_port=8472,
+        is_l3=True,
+    )["sw_if_index"]
+    call(s, "sw_interface_set_flags", sw_if_index=vx, flags=1)
+    node.route("10.65.3.0/26", vx, nh="10.65.3.0")
+    verdict, trace = evaluate(s, {"src": POD_A, "dst": "10.65.3.9", "proto": "udp", "dport": 53}, node.pod_a)
+    assert verdict == "allow", trace
+    assert "fib: path next hop 10.65.3.0 on vxlan_tunnel0" in trace
+    assert "encap on vxlan_tunnel0: vxlan vni 77 udp dport 8472, outer 192.168.0.11 -> 203.0.113.5" in trace
+    assert "outer: fib: path next hop 192.168.0.1 on host-eth0" in trace
+    assert any(t.startswith("outer: tx host-eth0") for t in trace)
+    assert trace[-1].startswith("ALLOW: forwarded out vxlan_tunnel0")
+    # An outer destination the FIB drops: the packet goes nowhere.
+    drop = {"table_id": 0, "prefix": ip_network("203.0.113.0/24"), "paths": [{"type": 2, "proto": 0}]}
+    call(s, "ip_route_add_del", is_add=True, route=drop)
+    verdict, trace = evaluate(s, {"src": POD_A, "dst": "10.65.3.9", "proto": "udp", "dport": 53}, node.pod_a)
+    assert verdict == "deny", trace
+    assert "outer destination 203.0.113.5 of vxlan_tunnel0 is not reachable" in trace[-1]
+
+
+def test_ipip_tunnel_whose_outer_packet_would_enter_a_tunnel_is_refused() -> None:
+    node = Node()
+    s = node.state
+    tunnel = {"src": IPv4Address("192.168.0.11"), "dst": IPv4Address("10.9.9.9")}
+    ipip = call(s, "ipip_add_tunnel", tunnel=tunnel)
+    call(s, "sw_interface_set_flags", sw_if_index=ipip["sw_if_index"], flags=1)
+    node.route("10.9.0.0/16", ipip["sw_if_index"])  # the tunnel's own destination through itself
+    verdict, trace = evaluate(s, {"src": POD_A, "dst": "10.9.1.1", "proto": "tcp", "dport": 80}, node.pod_a)
+    assert "encap on ipip0: ip-in-ip, outer 192.168.0.11 -> 10.9.9.9" in trace
+    assert verdict == "deny" and "would enter tunnel ipip0" in trace[-1], trace

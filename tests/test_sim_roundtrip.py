@@ -372,6 +372,22 @@ def _sw_interface_set_table(e: Env) -> None:
     assert IPv4Network("172.16.0.0/30") not in e.routes(0)
 
 
+@roundtrip("ip_address_dump")
+def _ip_address_dump(e: Env) -> None:
+    tap = e.tap()
+    loop = e.loopback()
+    for text in ("172.16.0.1/30", "172.16.1.1/24", "fd20::1/64"):
+        e.c.call("sw_interface_add_del_address", sw_if_index=tap, is_add=True, prefix=ip_iface(text))
+    e.c.call("sw_interface_set_unnumbered", sw_if_index=tap, unnumbered_sw_if_index=loop, is_add=True)
+    got4 = e.c.dump("ip_address_dump", sw_if_index=tap, is_ipv6=False)
+    assert [(d.sw_if_index, str(d.prefix)) for d in got4] == [(tap, "172.16.0.1/30"), (tap, "172.16.1.1/24")]
+    got6 = e.c.dump("ip_address_dump", sw_if_index=tap, is_ipv6=True)
+    assert [str(d.prefix) for d in got6] == ["fd20::1/64"]
+    # Borrowed (unnumbered) addresses are not the interface's own; an unknown index: nothing.
+    assert e.c.dump("ip_address_dump", sw_if_index=loop, is_ipv6=False) == []
+    assert e.c.dump("ip_address_dump", sw_if_index=9999, is_ipv6=False) == []
+
+
 @roundtrip("sw_interface_get_table")
 def _sw_interface_get_table(e: Env) -> None:
     tap = e.tap()
@@ -578,6 +594,27 @@ def _ipip_del_tunnel(e: Env) -> None:
     assert e.iface(sw).interface_name == "ipip5"
     e.c.call("ipip_del_tunnel", "node c ipip", sw_if_index=sw)
     assert e.iface(sw) is None
+
+
+@roundtrip("add_node_next")
+def _add_node_next(e: Env) -> None:
+    # An L3 VXLAN tunnel decapsulates to ip4-input: the arc from vxlan4-input is added on
+    # demand (vlib_node_add_next), once, after the two static ones (vxlan.h).
+    first = e.c.call("add_node_next", "vxlan l3", node_name="vxlan4-input", next_name="ip4-input")
+    again = e.c.call("add_node_next", "vxlan l3", node_name="vxlan4-input", next_name="ip4-input")
+    assert (first.retval, first.next_index, again.next_index) == (0, 2, 2)
+    tunnel = {
+        "src_address": IPv4Address("192.168.0.10"),
+        "dst_address": IPv4Address("192.168.0.11"),
+        "vni": 1,
+        "mcast_sw_if_index": U32_MAX,
+        "is_l3": True,
+    }
+    reply = e.c.call("vxlan_add_del_tunnel_v3", "node b vxlan", decap_next_index=first.next_index, **tunnel)
+    assert reply.retval == 0
+    with pytest.raises(VppApiError) as err:  # no such arc: vxlan_decap_next_is_valid
+        e.c.call("vxlan_add_del_tunnel_v3", decap_next_index=3, **{**tunnel, "vni": 2})
+    assert err.value.retval == -76
 
 
 @roundtrip("urpf_update")
@@ -1429,6 +1466,7 @@ BAD_REQUESTS: dict[str, Bad] = {
     ),
     "ipip_del_tunnel": Bad(lambda e: {"sw_if_index": e.loopback()}, -6, "not an ipip tunnel"),
     "urpf_update": Bad({"is_input": True, "mode": 1, "af": 0, "sw_if_index": NO_IF}, -2, "unknown interface"),
+    "add_node_next": Bad({"node_name": "no-such-node", "next_name": "ip4-input"}, -63, "unknown node"),
     "ip_route_add_del": Bad(
         {"is_add": True, "route": route("10.0.0.0/8", route_path(U32_MAX, "1.1.1.1"), table_id=55)},
         -3,
@@ -1540,6 +1578,7 @@ NO_MODELLED_ERROR = frozenset(
         "control_ping",
         "show_version",
         "cli_inband",  # errors are text in the reply, retval 0 (tested in the round trip)
+        "ip_address_dump",  # an unknown interface answers no details (tested in the round trip)
         "create_loopback",
         "ip_table_add_del",
         "npol_get_version",
@@ -1559,7 +1598,6 @@ NOT_SERVED: dict[str, dict[str, Any]] = {
     "rpc_call": {},
     "get_first_msg_id": {"name": "npol_4d281077"},
     "sock_init_shm": {},
-    "ip_address_dump": {"sw_if_index": 1, "is_ipv6": False},
     "ip_neighbor_add_del": {
         "is_add": True,
         "neighbor": {
@@ -1573,7 +1611,6 @@ NOT_SERVED: dict[str, dict[str, Any]] = {
     "urpf_interface_dump": {"sw_if_index": U32_MAX},
 }
 SHARED_MEMORY_ONLY = frozenset({"memclnt_create", "memclnt_create_v2", "memclnt_delete"})
-
 
 
 def served_requests() -> set[str]:

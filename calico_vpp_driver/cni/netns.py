@@ -256,9 +256,7 @@ class VethPlumber:
             )
         out = self._run(self._in(netns, [self._ip, "link", "del", "dev", interface_name]))
         if out.returncode != 0 and not _is_missing(out.stderr):
-            raise command_error(
-                where, self._in(netns, [self._ip, "link", "del", "dev", interface_name]), out
-            )
+            raise command_error(where, self._in(netns, [self._ip, "link", "del", "dev", interface_name]), out)
         log.info("veth_deleted", netns=netns, interface=interface_name)
 
     # --- helpers -----------------------------------------------------------------------------

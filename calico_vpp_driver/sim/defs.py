@@ -291,6 +291,9 @@ MODULES: Final[tuple[Module, ...]] = (
     Module("vlib", "1.0.0", "0x9a9e84e4", (
         ("cli_inband", "f8377302", "u32 client_index; u32 context; string cmd[]"),
         ("cli_inband_reply", "05879051", "u32 context; i32 retval; string reply[]"),
+        ("add_node_next", "2457116d",
+            "u32 client_index; u32 context; string node_name[64]; string next_name[64]"),
+        ("add_node_next_reply", "2ed75f32", "u32 context; i32 retval; u32 next_index"),
     )),
     Module("vpe", "1.7.0", "0xbbfa7484", (
         ("show_version", "51077d14", "u32 client_index; u32 context"),

@@ -454,6 +454,20 @@ def sw_interface_add_del_address(state: VppState, req: Request) -> Reply:
     return _rv(E.ADDRESS_NOT_FOUND_FOR_INTERFACE)
 
 
+def ip_address_dump(state: VppState, req: Request) -> list[Reply]:
+    """vl_api_ip_address_dump_t_handler (`vnet/ip/ip_api.c`): the interface's own addresses of
+    one family (`is_ipv6`), as address_with_prefix; addresses borrowed through unnumbered are
+    not listed (foreach_ip_interface_address without loop); an invalid sw_if_index answers no
+    details (VALIDATE_SW_IF_INDEX)."""
+    itf = _valid_if(state, _get(req, "sw_if_index", U32_MAX))
+    if itf is None:
+        return []
+    version = 6 if _bool(req.get("is_ipv6")) else 4
+    return [
+        {"sw_if_index": itf.sw_if_index, "prefix": addr} for addr in itf.addresses if addr.version == version
+    ]
+
+
 def sw_interface_set_table(state: VppState, req: Request) -> Reply:
     """ip_table_bind: the table must exist and the interface must have no address."""
     itf = _valid_if(state, _get(req, "sw_if_index"))
@@ -673,6 +687,13 @@ def vxlan_add_del_tunnel_v3(state: VppState, req: Request) -> Reply:
     if is_add:
         if existing is not None:
             return _rv(E.TUNNEL_EXIST, sw_if_index=U32_MAX)
+        # vnet_vxlan_add_del_tunnel: ~0 means l2-input; any other index must be an arc of
+        # vxlan4-input/vxlan6-input (vxlan_decap_next_is_valid)
+        decap_next = _get(req, "decap_next_index", U32_MAX)
+        if decap_next == U32_MAX:
+            decap_next = 1  # VXLAN_INPUT_NEXT_L2_INPUT
+        if decap_next >= len(state.node_nexts[f"vxlan{6 if is_ip6 else 4}-input"]):
+            return _rv(E.INVALID_DECAP_NEXT, sw_if_index=U32_MAX)
         dev = state.vxlan_dev.next_index()
         instance = _get(req, "instance", U32_MAX)
         if instance == U32_MAX:
@@ -700,7 +721,7 @@ def vxlan_add_del_tunnel_v3(state: VppState, req: Request) -> Reply:
             dst_port=dst_port,
             encap_vrf_id=table.table_id,
             is_l3=is_l3,
-            decap_next_index=_get(req, "decap_next_index", U32_MAX),
+            decap_next_index=decap_next,
         )
         state.add_interface(itf)
         return _ok(sw_if_index=itf.sw_if_index)
@@ -757,6 +778,20 @@ def ipip_del_tunnel(state: VppState, req: Request) -> Reply:
     state.ipip_dev.free(itf.info["dev"])
     state.delete_interface(itf.sw_if_index)
     return _ok()
+
+
+def add_node_next(state: VppState, req: Request) -> Reply:
+    """vlibmemory/vlib_api.c: unknown node -63, unknown next -64; the arc is added once
+    (vlib_node_add_next answers the existing index)."""
+    node, next_node = _str(req.get("node_name")), _str(req.get("next_name"))
+    if node not in state.graph_nodes:
+        return _rv(E.NO_SUCH_NODE, next_index=U32_MAX)
+    if next_node not in state.graph_nodes:
+        return _rv(E.NO_SUCH_NODE2, next_index=U32_MAX)
+    nexts = state.node_nexts.setdefault(node, [])
+    if next_node not in nexts:
+        nexts.append(next_node)
+    return _ok(next_index=nexts.index(next_node))
 
 
 def urpf_update(state: VppState, req: Request) -> Reply:
@@ -1733,6 +1768,7 @@ _RAW_HANDLERS: dict[str, Handler] = {
     "sw_interface_set_flags": sw_interface_set_flags,
     "sw_interface_tag_add_del": sw_interface_tag_add_del,
     "sw_interface_add_del_address": sw_interface_add_del_address,
+    "ip_address_dump": ip_address_dump,
     "sw_interface_set_table": sw_interface_set_table,
     "sw_interface_get_table": sw_interface_get_table,
     "sw_interface_set_unnumbered": sw_interface_set_unnumbered,
@@ -1747,6 +1783,7 @@ _RAW_HANDLERS: dict[str, Handler] = {
     "ipip_add_tunnel": ipip_add_tunnel,
     "ipip_del_tunnel": ipip_del_tunnel,
     "urpf_update": urpf_update,
+    "add_node_next": add_node_next,
     # FIB
     "ip_table_add_del": ip_table_add_del,
     "ip_table_dump": ip_table_dump,
@@ -1793,6 +1830,7 @@ _RAW_HANDLERS: dict[str, Handler] = {
 
 _DETAILS = {
     "sw_interface_dump": "sw_interface_details",
+    "ip_address_dump": "ip_address_details",
     "ip_table_dump": "ip_table_details",
     "ip_route_dump": "ip_route_details",
     "acl_dump": "acl_details",

@@ -872,8 +872,38 @@ class _Eval:
                 return out
         else:
             trace.append(f"cnat: feature not enabled on {tx.name}: no npol tx hook, no SNAT")
+        if tx.kind in ("vxlan", "ipip"):
+            denied = self.encapsulate(tx, flow_hash)
+            if denied is not None:
+                return denied
         trace.append(f"ALLOW: forwarded out {tx.name} as {self.pkt.describe()}")
         return ALLOW
+
+    def encapsulate(self, tx: Interface, flow_hash: int) -> str | None:
+        """A tunnel's output node wraps the packet and sends it by the outer destination's
+        route in the tunnel's encap table (plugins/vxlan/encap.c vxlan_encap_inline,
+        plugins/ipip/ipip.c ipip_build_rewrite + the midchain's stacking on the FIB entry of
+        the destination). The outer packet is VPP's own: no input features; output features
+        of the interface it leaves by are not modelled."""
+        state, trace = self.state, self.trace
+        info = tx.info
+        src, dst = info["src"], info["dst"]
+        if tx.kind == "vxlan":
+            what, table = f"vxlan vni {info['vni']} udp dport {info['dst_port']}", info["encap_vrf_id"]
+        else:
+            what, table = "ip-in-ip", info["table_id"]
+        trace.append(f"encap on {tx.name}: {what}, outer {src} -> {dst}")
+        kind, sw, steps = state.resolve(dst.version == 6, table, dst, flow_hash)
+        trace.extend(f"outer: {s}" for s in steps)
+        out = state.interface(sw) if kind == "tx" and sw is not None else None
+        if out is None:
+            return self.deny(f"the outer destination {dst} of {tx.name} is not reachable (FIB: {kind})")
+        if out.kind in ("vxlan", "ipip"):
+            return self.deny(f"the outer packet of {tx.name} would enter tunnel {out.name} (recursion)")
+        if not out.admin_up:
+            return self.deny(f"the outer packet of {tx.name} leaves by {out.name}, which is admin down")
+        trace.append(f"outer: tx {_ifname(state, out.sw_if_index)}")
+        return None
 
     def cnat_output(self, rx: Interface | None, tx: Interface, fwd_table: int) -> str | None:
         state, trace = self.state, self.trace

@@ -64,8 +64,11 @@ class E:
     INVALID_DST_ADDRESS = -58
     ADDRESS_NOT_FOUND_FOR_INTERFACE = -60
     INVALID_INTERFACE = -71
+    NO_SUCH_NODE = -63
+    NO_SUCH_NODE2 = -64
     UNEXPECTED_INTF_STATE = -74
     TUNNEL_EXIST = -75
+    INVALID_DECAP_NEXT = -76
     IF_ALREADY_EXISTS = -79
     SAME_SRC_DST = -82
     IP_PREFIX_INVALID = -88
@@ -132,6 +135,7 @@ NPOL_FILTER_NONE, NPOL_FILTER_ICMP_TYPE, NPOL_FILTER_ICMP_CODE, NPOL_FILTER_L4_P
 CNAT_POLICY_NONE, CNAT_POLICY_IF_PFX, CNAT_POLICY_K8S, CNAT_POLICY_DNAT = 0, 1, 2, 3
 CNAT_IF_INCLUDE_V4, CNAT_IF_INCLUDE_V6, CNAT_IF_POD, CNAT_IF_HOST = 0, 1, 2, 3
 CNAT_SESSION_IS_RETURN = 1 << 4
+CNAT_SNAT_F_NO_CLIENT = 2  # cnat_snat_policy_flags (cnat.api)
 
 # urpf modes (urpf.api).
 URPF_OFF, URPF_LOOSE, URPF_STRICT = 0, 1, 2
@@ -531,6 +535,16 @@ class VppState:
         self.vxlan_dev: Pool[int] = Pool()  # dev instances (index) -> sw_if_index
         self.ipip_instances: set[int] = set()
         self.ipip_dev: Pool[int] = Pool()
+        # Graph arcs the tunnels' decap_next_index refers to: node -> its next nodes, in
+        # index order (vxlan.h foreach_vxlan_input_next); add_node_next appends.
+        self.node_nexts: dict[str, list[str]] = {
+            "vxlan4-input": ["error-drop", "l2-input"],
+            "vxlan6-input": ["error-drop", "l2-input"],
+        }
+        self.graph_nodes: set[str] = {
+            "vxlan4-input", "vxlan6-input", "ip4-input", "ip6-input", "ip4-lookup", "ip6-lookup",
+            "l2-input", "error-drop",
+        }  # fmt: skip
         self.mac_counter = 0
         # FIB
         self.tables: dict[tuple[bool, int], FibTable] = {}
@@ -589,9 +603,9 @@ class VppState:
         for table in (self.acl_input, self.acl_output):
             table.pop(sw_if_index, None)
         self.acl_sessions = {s for s in self.acl_sessions if s.sw_if_index != sw_if_index}
-        for entry in self.snat.values():
-            for members in entry.if_maps.values():
-                members.discard(sw_if_index)
+        # cnat registers no interface add/del callback (plugins/cnat: no
+        # VNET_SW_INTERFACE_ADD_DEL_FUNCTION): the SNAT interface maps keep the deleted
+        # interface's bit, and the next interface given this index inherits it.
         for _, other in self.interfaces.items():
             if other.unnumbered_to == sw_if_index:
                 other.unnumbered_to = None
@@ -620,6 +634,11 @@ class VppState:
         """The API reaper: a client that went away loses its event registration (only
         used when `want_interface_events` is handled here rather than by the server)."""
         self.event_clients.pop(client_index, None)
+
+    def node_next(self, node: str, next_node: str) -> int | None:
+        """The index of the arc node -> next_node, None if there is none (yet)."""
+        nexts = self.node_nexts.get(node, [])
+        return nexts.index(next_node) if next_node in nexts else None
 
     def set_admin(self, itf: Interface, up: bool) -> None:
         """vnet_sw_interface_set_flags plus the device's admin_up_down function.
@@ -776,6 +795,26 @@ class VppState:
                     note="cnat VIP (exclusive: drop unless a translation matches)",
                 )
             )
+        # cnat_set_snat without the NO_CLIENT flag (cnat_snat_policy.c) adds a client for each
+        # SNAT address given as an address, in the return FIB: EXCLUSIVE | RETURN_ONLY; its node
+        # (ip4-cnat-return, cnat_node_vip.c) drops every packet that is not a reply to a NATed
+        # flow, so the address is unreachable for anything else.
+        for snat in self.snat.values():
+            addr = snat.snat_ip6 if table.is_ip6 else snat.snat_ip4
+            if snat.flags & CNAT_SNAT_F_NO_CLIENT or snat.ret_fib_index != table.fib_index:
+                continue
+            if not int(addr) or addr in seen:
+                continue
+            seen.add(addr)
+            entries.append(
+                FibEntry(
+                    ip_network(f"{addr}/{addr.max_prefixlen}"),
+                    "cnat",
+                    "cnat-vip",
+                    note="cnat SNAT address client (exclusive, return only: drop unless a reply"
+                    " to a NATed flow)",
+                )
+            )
         return entries
 
     def fib_entries(self, table: FibTable) -> dict[IPNet, FibEntry]:
@@ -838,6 +877,8 @@ class VppState:
         if path.sw_if_index != U32_MAX:
             if path.sw_if_index not in self.interfaces:
                 return "drop", None, [*steps, f"fib: path via deleted sw_if_index {path.sw_if_index}"]
+            via = f"next hop {path.nh}" if path.nh is not None else "attached"
+            steps.append(f"fib: path {via} on {self.if_name(path.sw_if_index)}")
             return "tx", path.sw_if_index, steps
         if depth >= 8:
             return "drop", None, [*steps, "fib: recursion too deep"]

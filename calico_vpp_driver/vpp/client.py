@@ -172,6 +172,7 @@ FEATURES: Mapping[str, Mapping[str, str]] = {
         "cnat_snat_policy_add_del_if": _CNAT,
         "cnat_session_purge": _CNAT,
         "cnat_session_dump": _CNAT,
+        "cnat_snat_addresses_dump": _CNAT,
         "feature_cnat_enable_disable": _CNAT,
     },
     "fib": {
@@ -185,6 +186,7 @@ FEATURES: Mapping[str, Mapping[str, str]] = {
         "vxlan_add_del_tunnel_v3": "vxlan_plugin.so",
         "ipip_add_tunnel": "ipip_plugin.so",
         "ipip_del_tunnel": "ipip_plugin.so",
+        "add_node_next": "core (vlib.api)",
     },
     "urpf": {"urpf_update": "urpf_plugin.so"},
     "tap": {"tap_create_v3": "tap_plugin.so", "tap_delete_v2": "tap_plugin.so"},

@@ -43,9 +43,12 @@ from ..policy.program import DENY_ALL, Block, Program, rebuild_block, workload_p
 from . import acl_rules, npol
 from .acl_rules import AclRule, AclTooLarge
 from .acl_store import AclStore, tag_for
+from .host_policy import HostPolicyProgrammer
+from .nat import NatProgrammer
 from .npol import NPOL_PROTOCOLS
 from .npol_store import NpolStore, RenderError
 from .pods import identity_key, parse_pod_tag
+from .routes import RouteProgrammer
 
 log = structlog.get_logger("calico_vpp_driver.vpp.dataplane")
 
@@ -94,6 +97,10 @@ class VppDataplane:
         self._generation = 0
         self.acls: AclStore | None = None
         self.npol: NpolStore | None = None
+        self.host: HostPolicyProgrammer | None = None
+        self.nat: NatProgrammer | None = None
+        self.routes: RouteProgrammer | None = None
+        self._problems_logged: dict[str, list[str]] = {}  # "nat"/"routes" -> as last logged
         self._full = True
         # Interfaces by what binds them to workload endpoints: the pod's identity in a CNI pod's
         # tag, or the host-side interface name (Felix's WorkloadEndpoint.name) in any tag.
@@ -111,6 +118,7 @@ class VppDataplane:
         self._last_refresh = -1e9
         self._bound: dict[WorkloadEndpointID, int] = {}
         self._pod_interfaces: set[int] = set()  # interfaces known to face pods
+        self._existing: set[int] = set()  # every interface VPP had at the last look (plus new pods)
         self._programs: dict[WorkloadEndpointID, _Programs] = {}
         # ACLs lowered before, by program identity: (the blocks lowered, IP set versions, result).
         self._acl_cache: dict[
@@ -136,6 +144,12 @@ class VppDataplane:
         if cfg != self.config:
             self.config = cfg
             self._full = True
+            if self.host is not None:
+                self.host.configure(cfg)
+            if self.nat is not None:
+                self.nat.configure(cfg)
+            if self.routes is not None:
+                self.routes.configure(cfg)
 
     def new_felix_session(self) -> None:
         self._full = True
@@ -150,7 +164,7 @@ class VppDataplane:
         now = self._clock()
         if self._failing:
             return now >= self._retry_at
-        if self._pod_events or self._lost:
+        if self._pod_events or self._lost or (self.nat is not None and self.nat.pending):
             return True
         return self._waiting and now - self._last_refresh >= INTERFACE_REFRESH_SECONDS
 
@@ -168,12 +182,14 @@ class VppDataplane:
         self._pod_events.append((sw_if_index, tag))
         self._wake()
 
-    def pod_interface_removed(self, sw_if_index: int) -> None:
-        """The interface is about to be deleted and VPP will reuse its index: forget it now, under
-        the apply lock, so that no apply programs an endpoint's policy on the index afterwards."""
+    def pod_interface_removed(self, sw_if_index: int, delete: Callable[[], None]) -> None:
+        """Forget the interface and `delete()` it from VPP, both under the apply lock: no apply
+        can find it again in between, or program an endpoint's policy on its index (which VPP
+        reuses for the next interface) afterwards."""
         with self._lock:
             self._pod_events = deque(e for e in self._pod_events if e[0] != sw_if_index)
             self._forget_interface(sw_if_index)
+            delete()
         self._wake()
 
     def deny_all_acl(self) -> int:
@@ -194,6 +210,7 @@ class VppDataplane:
             self._programs.pop(key, None)
             self._acl_sets.pop(key, None)
         self._pod_interfaces.discard(sw)
+        self._existing.discard(sw)
         for index in (self._by_name, self._by_identity):
             for name in [n for n, s in index.items() if s == sw]:
                 del index[name]
@@ -201,6 +218,8 @@ class VppDataplane:
             self.acls.forget_interface(sw)
         if self.npol is not None:
             self.npol.forget_interface(sw)
+        if self.nat is not None:
+            self.nat.forget_interface(sw)
 
     def _take_pod_events(self) -> bool:
         """Index the interfaces the CNI side created since the last apply; True if any."""
@@ -209,10 +228,21 @@ class VppDataplane:
             sw, tag = self._pod_events.popleft()
             self._index_interface(sw, tag)
             self._pod_interfaces.add(sw)
+            self._existing.add(sw)
             got = True
-        if got and self.npol is not None:
-            self.npol.enable_cnat(self._pod_interfaces)
+        if got:
+            self._enable_cnat(self._pod_interfaces)
         return got
+
+    def _enable_cnat(self, interfaces: Iterable[int]) -> None:
+        """cnat's feature on these interfaces (npol runs only as its hook). A failure is logged
+        and retried when the interface is configured, which refuses it until cnat is on."""
+        if self.npol is None:
+            return
+        try:
+            self.npol.enable_cnat(interfaces)
+        except RenderError as exc:
+            log.warning("cnat_enable_failed", error=str(exc))
 
     def _index_interface(self, sw: int, tag: str) -> None:
         pod = parse_pod_tag(tag)
@@ -268,10 +298,23 @@ class VppDataplane:
         adopted = self.acls.adopt()
         lists = self._dump_acl_lists()
         self.acls.adopt_interfaces(lists)
+        if self.host is None:
+            self.host = HostPolicyProgrammer(self.client, self.acls, self.config, acl_limit=self._acl_limit)
+        else:
+            self.host.reset(self.acls)
+        self.host.adopt(lists)
+        # cnat's feature must go on an interface once: the npol store and NAT share what is on.
+        self.nat = NatProgrammer(self.client, self.config)
+        if self.npol is not None:
+            self.nat.cnat_enabled = self.npol.cnat_enabled
+        self.nat.adopt()
+        self.routes = RouteProgrammer(self.client, self.config)
+        self.routes.adopt()
         # Interfaces left denying everything are pods' (a host interface never carries the deny-all).
         deny = self.acls.acls.get(DENY_ALL_TAG)
         if deny is not None:
             self._pod_interfaces.update(sw for sw, (ins, _outs) in lists.items() if ins == [deny.index])
+        self._pod_interfaces -= self.host.policed_interfaces()
         if self.npol is not None:
             record = self._load_record()
             if record is not None:
@@ -350,10 +393,10 @@ class VppDataplane:
                     self._pod_interfaces.add(sw)
             if sw != 0:
                 every.add(sw)
-        if self.npol is not None:
-            # npol runs only as a cnat hook, and a pod's ingress (VPP tx) hook runs only for
-            # packets cnat looked up on the interface they came in by: cnat goes on everywhere.
-            self.npol.enable_cnat(every)
+        self._existing = set(every)
+        # npol runs only as a cnat hook, and a pod's ingress (VPP tx) hook runs only for
+        # packets cnat looked up on the interface they came in by: cnat goes on everywhere.
+        self._enable_cnat(every)
 
     # ------------------------------------------------------------------ apply
 
@@ -437,12 +480,41 @@ class VppDataplane:
             self._save_record()
             return
         self._failing, self._backoff = False, 0.0
+        if self.host is not None:
+            # Host endpoints: ACLs on the uplink and the host tap (vpp/host_policy.py).
+            self.host.apply(state, dirty, full, board)
+        if self.routes is not None:
+            self._apply_part("routes", lambda: self.routes.apply(state, dirty, full) if self.routes else [])
+        if self.nat is not None:
+            self._apply_part(
+                "nat", lambda: self.nat.apply(state, dirty, full, dict(self._bound)) if self.nat else []
+            )
         if full:
             self._full = False
         # Endpoints waiting for their interfaces bring the loop back (wants_apply) even when
         # Felix sends nothing; interfaces are looked for at most every INTERFACE_REFRESH_SECONDS.
         self._waiting = any(k not in self._bound for k in state.workload_endpoints)
         self._save_record()
+
+    def _apply_part(self, part: str, apply: Callable[[], list[str]]) -> None:
+        """Routes (vpp/routes.py) or NAT (vpp/nat.py): each reports its problems (naming the
+        route, pool or endpoint); they are logged when they change. Each retries what failed
+        at the next apply."""
+        try:
+            problems = apply()
+        except Exception as exc:  # VPP unusable as a whole: the next apply starts over
+            problems = [f"{part} not programmed: {exc}"]
+        before = self._problems_logged.get(part, [])
+        if problems != before:
+            for problem in problems:
+                log.warning(f"{part}_problem", problem=problem)
+            if not problems and before:
+                log.info(f"{part}_problems_cleared")
+            self._problems_logged[part] = problems
+
+    def problems(self, part: str) -> list[str]:
+        """The routes or NAT problems as of the last apply (for tests and `show`)."""
+        return list(self._problems_logged.get(part, []))
 
     def _apply(
         self,
@@ -473,6 +545,9 @@ class VppDataplane:
             sw = self._interface_for(key, ep.name)
             if sw is None:
                 sw = self._bound.get(key)
+                if sw is not None and sw not in self._existing:  # deleted behind the driver's back
+                    self._forget_interface(sw)
+                    sw = None
             if sw is None:
                 waiting.append(key)
                 continue

@@ -103,8 +103,9 @@ class PodNotifier(Protocol):
     def pod_interface_added(self, sw_if_index: int, tag: str) -> None:
         """A pod interface exists (deny-all on it); bind and program its endpoint soon."""
 
-    def pod_interface_removed(self, sw_if_index: int) -> None:
-        """The interface is about to be deleted: forget it (VPP reuses the index)."""
+    def pod_interface_removed(self, sw_if_index: int, delete: Callable[[], None]) -> None:
+        """Forget the interface and run `delete()` (which deletes it from VPP) atomically with
+        respect to the dataplane's applies (VPP reuses the index)."""
 
     def deny_all_acl(self) -> int:
         """The index of the deny-all ACL the dataplane shares with new pod interfaces."""
@@ -370,10 +371,13 @@ class PodInterfaces:
             log.exception("pod_cleanup_failed", pod=str(req.identity), sw_if_index=sw)
 
     def _remove(self, c: Any, key: str, pod: _Pod, netns: str, interface_name: str) -> None:
-        if self.notifier is not None:
-            self.notifier.pod_interface_removed(pod.sw_if_index)
         try:
-            self._delete_vpp(c, pod, netns, interface_name)
+            if self.notifier is not None:
+                self.notifier.pod_interface_removed(
+                    pod.sw_if_index, lambda: self._delete_vpp(c, pod, netns, interface_name)
+                )
+            else:
+                self._delete_vpp(c, pod, netns, interface_name)
         except VppError as exc:
             raise PodError(f"pod interface {pod.tag.name} (sw_if_index {pod.sw_if_index}): {exc}") from exc
         self._pods.pop(key, None)
