@@ -1856,10 +1856,13 @@ def _guard(name: str, handler: Handler) -> Handler:
     """
 
     def guarded(state: VppState, request: Request) -> Reply | list[Reply]:
+        state.version += 1
         try:
             return handler(state, request)
         except BadValue:
             return [] if name in DUMPS else _rv(E.INVALID_VALUE)
+        finally:
+            state.version += 1  # whatever it changed, derived caches are stale
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__

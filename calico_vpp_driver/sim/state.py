@@ -522,6 +522,10 @@ class VppState:
     """
 
     def __init__(self, *, vhost_net: bool = True, host_interfaces: set[str] | None = None) -> None:
+        # Bumped after every API request (handlers._guard): FIB contents derived from the state
+        # (`fib_entries`) are cached per table until the next request.
+        self.version = 0
+        self._fib_cache: dict[tuple[bool, int], tuple[int, dict[IPNet, FibEntry]]] = {}
         self.vhost_net = vhost_net
         self.host_interfaces = host_interfaces
         self.npol_ipport_delete_bug = True
@@ -819,6 +823,15 @@ class VppState:
 
     def fib_entries(self, table: FibTable) -> dict[IPNet, FibEntry]:
         """Every prefix of the table with the contribution of its best source."""
+        key = (table.is_ip6, table.table_id)
+        cached = self._fib_cache.get(key)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        best = self._fib_entries(table)
+        self._fib_cache[key] = (self.version, best)
+        return best
+
+    def _fib_entries(self, table: FibTable) -> dict[IPNet, FibEntry]:
         candidates: list[FibEntry] = list(special_entries(table.is_ip6))
         candidates += self.cnat_entries(table)
         candidates += self.interface_entries(table)
