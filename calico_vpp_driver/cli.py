@@ -55,7 +55,7 @@ class Stopper:
     model is rebuilt from Felix's resync, and VPP keeps what was programmed.
     """
 
-    GRACE = 1.5
+    GRACE = 1.0  # Python runs the signal handler only between bytecodes: leave room for a long C call
 
     def __init__(self) -> None:
         self._r, self._w = os.pipe()

@@ -113,6 +113,18 @@ def host_endpoint(
 # --------------------------------------------------------------------------- the simulator
 
 
+# argv: the fds to become 3 and 4, then the command to exec with them.
+_LAUNCHER = """
+import os, sys
+r, w = int(sys.argv[1]), int(sys.argv[2])
+os.dup2(r, 3)
+os.dup2(w, 4)
+os.close(r)
+os.close(w)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
 class DriverGone(AssertionError):
     """The driver exited (or closed fd 4) while a test still expected something from it."""
 
@@ -159,29 +171,24 @@ class FelixSim:
         os.close(to_child_r)
         os.close(from_child_w)
 
-        max_fd = os.sysconf("SC_OPEN_MAX")
-
-        def preexec() -> None:  # runs in the child between fork and exec
-            os.dup2(child_in, 3)  # dup2 copies are inheritable
-            os.dup2(child_out, 4)
-            # Like Felix (Go's exec.Cmd with ExtraFiles): the driver gets 0-4 and nothing else,
-            # not even fds this test process inherited.  (This also closes subprocess's exec
-            # error pipe; an exec failure then shows as exit code 255.)
-            os.closerange(5, max_fd)
-
         env = dict(os.environ)
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         try:
+            # Like Felix (Go's exec.Cmd with ExtraFiles): the driver gets 0-4 and nothing else,
+            # not even fds this test process inherited (close_fds). The renumbering to 3 and 4
+            # happens in a launcher after exec, not in a preexec_fn: Python code run between
+            # fork and exec in a process whose gRPC threads are running (the CNI tests) can
+            # crash the child, and without a preexec_fn subprocess can use vfork.
             self.proc = subprocess.Popen(
-                DRIVER_CMD,
+                [sys.executable, "-c", _LAUNCHER, str(child_in), str(child_out), *DRIVER_CMD],
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                close_fds=False,  # close_fds would close 3 and 4 after preexec; preexec closes the rest
-                preexec_fn=preexec,
+                close_fds=True,
+                pass_fds=(child_in, child_out),
             )
         finally:
             os.close(child_in)
