@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "vpp_calls": "vpp_calls.py",  # VPP client vs the simulator: sync/pipelined calls/s, packing share
     "policy": "policy.py",  # node-at-scale policy into the simulator: all up, member add, rule change
     "cni": "cni.py",  # CNI ADD -> Felix status "up" for 100 pods back to back
+    "routes": "routes.py",  # routes and tunnels for the node-at-scale profile's 500 nodes
 }
 
 
