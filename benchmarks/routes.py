@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,40 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.policy import Counting  # noqa: E402
 from benchmarks.profile import LOCAL_NODE, NODE_AT_SCALE, SMALL, generate  # noqa: E402
 
 ROUTING = ("config_update", "route_update", "vtep_update", "host_metadata_update", "ipam_pool_update")
 CHANGES = 21
-
-
-class Counting:
-    """The driver's client, counting every request it is asked to send."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.sent: Counter[str] = Counter()
-
-    def batch(self, requests: Any, **kw: Any) -> Any:
-        reqs = list(requests)
-        for r in reqs:
-            self.sent[r[0]] += 1
-        return self._client.batch(reqs, **kw)
-
-    def dump(self, name: str, *a: Any, **kw: Any) -> Any:
-        self.sent[name] += 1
-        return self._client.dump(name, *a, **kw)
-
-    def call(self, name: str, *a: Any, **kw: Any) -> Any:
-        self.sent[name] += 1
-        return self._client.call(name, *a, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def take(self) -> dict[str, int]:
-        out = dict(self.sent)
-        self.sent.clear()
-        return out
 
 
 def run(socket_path: str, small: bool, seed: int) -> dict[str, Any]:

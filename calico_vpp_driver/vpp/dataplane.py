@@ -23,7 +23,6 @@ new interface and replaced only by a complete program.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -48,6 +47,7 @@ from .nat import NatProgrammer
 from .npol import NPOL_PROTOCOLS
 from .npol_store import NpolStore, RenderError
 from .pods import identity_key, parse_pod_tag
+from .records import read_record, write_record
 from .routes import RouteProgrammer
 
 log = structlog.get_logger("calico_vpp_driver.vpp.dataplane")
@@ -336,17 +336,8 @@ class VppDataplane:
         return os.path.join(self.config.vpp_state_dir, STATE_FILE)
 
     def _load_record(self) -> dict[str, Any] | None:
-        path = self._record_path()
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.error("npol_record_unreadable", path=path, error=str(exc))
-            return None
-        if data.get("vpp_instance") != self.client.instance_id:
-            log.info("npol_record_of_another_vpp", path=path, detail="VPP restarted: its objects are gone")
+        data = read_record(self._record_path(), self.client.instance_id, "npol")
+        if data is None:
             return None
         npol_record: dict[str, Any] = data.get("npol", {})
         return npol_record
@@ -365,11 +356,7 @@ class VppDataplane:
             return
         path = self._record_path()
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"vpp_instance": self.client.instance_id, "npol": record}, f)
-            os.replace(tmp, path)
+            write_record(path, self.client.instance_id, {"npol": record})
             self._recorded = record
         except OSError as exc:
             log.error("npol_record_not_written", path=path, error=str(exc))

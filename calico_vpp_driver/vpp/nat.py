@@ -103,7 +103,6 @@ node, which the record exists to avoid.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +115,7 @@ from ..config import Config
 from ..model.state import DesiredState, Dirty
 from ..model.types import IPAddress, IPNetwork, IPPool, WorkloadEndpoint, WorkloadEndpointID
 from .errors import VppApiError
+from .records import read_record, write_record
 
 log = structlog.get_logger("calico_vpp_driver.vpp.nat")
 
@@ -919,19 +919,8 @@ class NatProgrammer:
         return os.path.join(self.config.vpp_state_dir, RECORD_FILE)
 
     def _load_record(self) -> dict[str, Any] | None:
-        path = self._record_path()
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.error("nat_record_unreadable", path=path, error=str(exc))
-            return None
-        if not isinstance(data, dict) or data.get("vpp_instance") != getattr(
-            self.client, "instance_id", None
-        ):
-            log.info("nat_record_of_another_vpp", path=path)
+        data = read_record(self._record_path(), getattr(self.client, "instance_id", None), "nat")
+        if data is None:
             return None
         nat: dict[str, Any] = data.get("nat", {})
         return nat
@@ -960,13 +949,7 @@ class NatProgrammer:
             return
         path = self._record_path()
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(
-                    json.dumps({"vpp_instance": getattr(self.client, "instance_id", None), "nat": record})
-                )
-            os.replace(tmp, path)
+            write_record(path, getattr(self.client, "instance_id", None), {"nat": record})
             self._recorded = record
         except OSError as exc:
             log.error("nat_record_not_written", path=path, error=str(exc))

@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -83,6 +82,7 @@ from ..model.types import VTEP, IPAddress, IPNetwork, Route
 from .client import Request, Result
 from .errors import VppApiError, VppEncodeError
 from .npol_store import RenderError
+from .records import read_record, write_record
 
 log = structlog.get_logger("calico_vpp_driver.vpp.routes")
 
@@ -829,22 +829,8 @@ class RouteProgrammer:
         return os.path.join(self._config.vpp_state_dir, RECORD_FILE)
 
     def _load_record(self) -> dict[str, Any]:
-        path = self._record_path()
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.error("route_record_unreadable", path=path, error=str(exc))
-            return {}
-        if not isinstance(data, dict):
-            log.error("route_record_unreadable", path=path, error="not a JSON object")
-            return {}
-        if data.get("vpp_instance") != getattr(self._client, "instance_id", None):
-            log.info("route_record_of_another_vpp", path=path, detail="VPP restarted: its routes are gone")
-            return {}
-        return data
+        record = read_record(self._record_path(), getattr(self._client, "instance_id", None), "route")
+        return record or {}
 
     def _save_record(
         self, extra_routes: Iterable[IPNetwork] = (), extra_tunnels: Iterable[TunnelSpec] = ()
@@ -857,21 +843,14 @@ class RouteProgrammer:
         tunnels.update({tag: t.spec.to_json() for tag, t in self._tunnels.items() if t.spec is not None})
         tunnels.update({spec.tag: spec.to_json() for spec in extra_tunnels})
         routes = sorted({str(p) for p in self._routes} | {str(p) for p in extra_routes})
-        record = {
-            "vpp_instance": getattr(self._client, "instance_id", None),
-            "routes": routes,
-            "tunnels": dict(sorted(tunnels.items())),
-        }
+        instance: str | None = getattr(self._client, "instance_id", None)
+        record = {"vpp_instance": instance, "routes": routes, "tunnels": dict(sorted(tunnels.items()))}
         if record == self._recorded:
             self._record_stale = False
             return
         path = self._record_path()
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(record, f)
-            os.replace(tmp, path)
+            write_record(path, instance, {"routes": routes, "tunnels": record["tunnels"]})
         except OSError as exc:
             # Without the record a restarted driver cannot tell its routes: refuse to add any.
             raise RenderError(f"cannot write the route record {path}: {exc}") from exc
