@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
+from benchmarks.simproc import simulator  # noqa: E402
 from calico_vpp_driver.cni import cnibackend_pb2 as cpb  # noqa: E402
 from calico_vpp_driver.felix import felixbackend_pb2 as pb  # noqa: E402
 from tests.felixsim import FelixSim, wep_id, wep_key  # noqa: E402
@@ -84,83 +84,75 @@ def _endpoint(i: int) -> pb.WorkloadEndpoint:
 
 def run(pods: int, backend: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="cvd-bench-cni-") as tmp:
-        sock = os.path.join(tmp, "api.sock")
         cni_sock = os.path.join(tmp, "cni.sock")
         bin_dir = os.path.join(tmp, "bin")
         _stand_ins(bin_dir)
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "calico_vpp_driver.sim", "--socket", sock],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
         felix = None
-        try:
-            assert sim.stdout is not None
-            sim.stdout.readline()  # "vpp-sim listening on ..."
-            felix = FelixSim(
-                extra_env={
-                    "CALICO_VPP_API_SOCKET": sock,
-                    "CALICO_VPP_CNI_SOCKET": cni_sock,
-                    "CALICO_VPP_STATE_DIR": os.path.join(tmp, "state"),
-                    "CALICO_VPP_POLICY_BACKEND": backend,
-                    "CALICO_VPP_POD_INTERFACE": "tap",
-                    "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-                }
-            ).start()
-            felix.send_config({"FelixHostname": "node"})
-            felix.send(
-                active_profile_update=pb.ActiveProfileUpdate(
-                    id=pb.ProfileID(name="kns.bench"),
-                    profile=pb.Profile(
-                        inbound_rules=[pb.Rule(action="allow")], outbound_rules=[pb.Rule(action="allow")]
-                    ),
-                )
-            )
-            rule = pb.Rule(
-                action="allow", protocol=pb.Protocol(name="tcp"), dst_ports=[pb.PortRange(first=80, last=80)]
-            )
-            felix.send(
-                active_policy_update=pb.ActivePolicyUpdate(
-                    id=pb.PolicyID(name="bench", kind="NetworkPolicy", namespace="bench"),
-                    policy=pb.Policy(tier="default", inbound_rules=[rule]),
-                )
-            )
-            felix.send(in_sync=pb.InSync())
-            deadline = time.monotonic() + 30
-            while not os.path.exists(cni_sock):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the driver's CNI socket never appeared:\n" + felix.describe())
-                time.sleep(0.02)
-            times: list[float] = []
-            add_times: list[float] = []
-            with grpc.insecure_channel(f"unix:{cni_sock}") as channel:
-                add = channel.unary_unary(
-                    "/cni.CniDataplane/Add",
-                    request_serializer=lambda m: m.SerializeToString(),
-                    response_deserializer=cpb.AddReply.FromString,
-                )
-                add(_add_request(10_000), timeout=30)  # warm-up: VPP connection, loopback, deny-all
-                for i in range(pods):
-                    key = wep_key(wep_id(f"bench-{i}", "bench"))
-                    t0 = time.perf_counter()
-                    reply = add(_add_request(i), timeout=30)
-                    t_add = time.perf_counter()
-                    if not reply.successful:
-                        raise RuntimeError(f"CNI ADD {i} failed: {reply.error_message}")
-                    felix.send(
-                        workload_endpoint_update=pb.WorkloadEndpointUpdate(
-                            id=wep_id(f"bench-{i}", "bench"), endpoint=_endpoint(i)
-                        )
+        with simulator(tmp) as sock:
+            try:
+                felix = FelixSim(
+                    extra_env={
+                        "CALICO_VPP_API_SOCKET": sock,
+                        "CALICO_VPP_CNI_SOCKET": cni_sock,
+                        "CALICO_VPP_STATE_DIR": os.path.join(tmp, "state"),
+                        "CALICO_VPP_POLICY_BACKEND": backend,
+                        "CALICO_VPP_POD_INTERFACE": "tap",
+                        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                    }
+                ).start()
+                felix.send_config({"FelixHostname": "node"})
+                felix.send(
+                    active_profile_update=pb.ActiveProfileUpdate(
+                        id=pb.ProfileID(name="kns.bench"),
+                        profile=pb.Profile(
+                            inbound_rules=[pb.Rule(action="allow")], outbound_rules=[pb.Rule(action="allow")]
+                        ),
                     )
-                    felix.wait_wep_statuses({key: "up"}, timeout=30)
-                    times.append((time.perf_counter() - t0) * 1000)
-                    add_times.append((t_add - t0) * 1000)
-        finally:
-            if felix is not None:
-                felix.stop()
-            sim.terminate()
-            sim.wait(10)
+                )
+                rule = pb.Rule(
+                    action="allow",
+                    protocol=pb.Protocol(name="tcp"),
+                    dst_ports=[pb.PortRange(first=80, last=80)],
+                )
+                felix.send(
+                    active_policy_update=pb.ActivePolicyUpdate(
+                        id=pb.PolicyID(name="bench", kind="NetworkPolicy", namespace="bench"),
+                        policy=pb.Policy(tier="default", inbound_rules=[rule]),
+                    )
+                )
+                felix.send(in_sync=pb.InSync())
+                deadline = time.monotonic() + 30
+                while not os.path.exists(cni_sock):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the driver's CNI socket never appeared:\n" + felix.describe())
+                    time.sleep(0.02)
+                times: list[float] = []
+                add_times: list[float] = []
+                with grpc.insecure_channel(f"unix:{cni_sock}") as channel:
+                    add = channel.unary_unary(
+                        "/cni.CniDataplane/Add",
+                        request_serializer=lambda m: m.SerializeToString(),
+                        response_deserializer=cpb.AddReply.FromString,
+                    )
+                    add(_add_request(10_000), timeout=30)  # warm-up: VPP connection, loopback, deny-all
+                    for i in range(pods):
+                        key = wep_key(wep_id(f"bench-{i}", "bench"))
+                        t0 = time.perf_counter()
+                        reply = add(_add_request(i), timeout=30)
+                        t_add = time.perf_counter()
+                        if not reply.successful:
+                            raise RuntimeError(f"CNI ADD {i} failed: {reply.error_message}")
+                        felix.send(
+                            workload_endpoint_update=pb.WorkloadEndpointUpdate(
+                                id=wep_id(f"bench-{i}", "bench"), endpoint=_endpoint(i)
+                            )
+                        )
+                        felix.wait_wep_statuses({key: "up"}, timeout=30)
+                        times.append((time.perf_counter() - t0) * 1000)
+                        add_times.append((t_add - t0) * 1000)
+            finally:
+                if felix is not None:
+                    felix.stop()
     ordered = sorted(times)
     return {
         "pods": pods,

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.profile import NODE_AT_SCALE, SMALL, decode_stream, encode_stream, generate  # noqa: E402
+from benchmarks.simproc import simulator  # noqa: E402
 
 TARGET_UP_S = 5.0
 TARGET_MEMBER_MS = 5.0
@@ -218,27 +219,14 @@ def child(stream_path: str, socket_path: str, backend: str) -> dict[str, Any]:
 
 
 def run_backend(stream: str, backend: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="cvd-bench-") as tmp:
-        sock = os.path.join(tmp, "api.sock")
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "calico_vpp_driver.sim", "--socket", sock],
-            stdout=subprocess.PIPE,
+    with tempfile.TemporaryDirectory(prefix="cvd-bench-") as tmp, simulator(tmp) as sock:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", stream, "--socket", sock, "--backend", backend],
+            capture_output=True,
             text=True,
             cwd=ROOT,
+            timeout=3600,
         )
-        try:
-            assert sim.stdout is not None
-            sim.stdout.readline()  # "vpp-sim listening on ..."
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child", stream, "--socket", sock, "--backend", backend],
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-                timeout=3600,
-            )
-        finally:
-            sim.terminate()
-            sim.wait(10)
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} child failed:\n{proc.stderr[-4000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith('{"backend"')]

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.policy import Counting  # noqa: E402
 from benchmarks.profile import LOCAL_NODE, NODE_AT_SCALE, SMALL, generate  # noqa: E402
+from benchmarks.simproc import simulator  # noqa: E402
 
 ROUTING = ("config_update", "route_update", "vtep_update", "host_metadata_update", "ipam_pool_update")
 CHANGES = 21
@@ -152,21 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     parser.add_argument("--no-check", action="store_true", help="never fail (print the figures)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cvd-bench-routes-") as tmp:
-        sock = os.path.join(tmp, "api.sock")
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "calico_vpp_driver.sim", "--socket", sock],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        try:
-            assert sim.stdout is not None
-            sim.stdout.readline()  # "vpp-sim listening on ..."
-            result = run(sock, args.small, args.seed)
-        finally:
-            sim.terminate()
-            sim.wait(10)
+    with tempfile.TemporaryDirectory(prefix="cvd-bench-routes-") as tmp, simulator(tmp) as sock:
+        result = run(sock, args.small, args.seed)
     for line in report(result):
         print(line)
     if args.json:
