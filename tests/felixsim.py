@@ -125,6 +125,17 @@ os.execv(sys.argv[3], sys.argv[3:])
 """
 
 
+def spawn_on_fds_3_4(cmd: list[str], in_fd: int, out_fd: int, **popen: Any) -> subprocess.Popen[bytes]:
+    """Run `cmd` as Felix runs its driver: `in_fd` as its fd 3, `out_fd` as its fd 4, and no other
+    descriptor of ours (`in_fd`/`out_fd` must not be 3 or 4 themselves)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, str(in_fd), str(out_fd), *cmd],
+        close_fds=True,
+        pass_fds=(in_fd, out_fd),
+        **popen,
+    )
+
+
 class DriverGone(AssertionError):
     """The driver exited (or closed fd 4) while a test still expected something from it."""
 
@@ -180,15 +191,15 @@ class FelixSim:
             # happens in a launcher after exec, not in a preexec_fn: Python code run between
             # fork and exec in a process whose gRPC threads are running (the CNI tests) can
             # crash the child, and without a preexec_fn subprocess can use vfork.
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCHER, str(child_in), str(child_out), *DRIVER_CMD],
+            self.proc = spawn_on_fds_3_4(
+                DRIVER_CMD,
+                child_in,
+                child_out,
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                close_fds=True,
-                pass_fds=(child_in, child_out),
             )
         finally:
             os.close(child_in)

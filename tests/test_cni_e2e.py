@@ -14,13 +14,13 @@ from ipaddress import ip_address
 
 import grpc
 import pytest
+from felixsim import FelixSim, policy_id, tcp_rule, tier, wep_id, wep_key
 
 from calico_vpp_driver.cni import cnibackend_pb2 as cpb
 from calico_vpp_driver.felix import felixbackend_pb2 as pb
 from calico_vpp_driver.sim.packet import Packet, evaluate
 from calico_vpp_driver.sim.server import SimServer
 from calico_vpp_driver.vpp.pods import parse_pod_tag
-from tests.felixsim import FelixSim, policy_id, tcp_rule, tier, wep_id, wep_key
 
 
 class Cluster:

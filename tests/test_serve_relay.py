@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import select
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from felixsim import spawn_on_fds_3_4
 
 from calico_vpp_driver.felix import felixbackend_pb2 as pb
 
@@ -43,12 +45,13 @@ class FelixSide:
     def __init__(self, sock: pathlib.Path) -> None:
         to_r, self.to_w = os.pipe()
         self.from_r, from_w = os.pipe()
-
-        def child_fds() -> None:
-            os.dup2(to_r, 3)
-            os.dup2(from_w, 4)
-
-        self.proc = subprocess.Popen(
+        # The child's ends above 10, so that they cannot be 3 or 4 themselves.
+        high_r = fcntl.fcntl(to_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        high_w = fcntl.fcntl(from_w, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(to_r)
+        os.close(from_w)
+        to_r, from_w = high_r, high_w
+        self.proc = spawn_on_fds_3_4(
             [
                 sys.executable,
                 "-m",
@@ -59,8 +62,8 @@ class FelixSide:
                 "--connect-timeout",
                 "10",
             ],
-            preexec_fn=child_fds,
-            pass_fds=(3, 4),
+            to_r,
+            from_w,
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -49,6 +49,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from felixsim import FelixSim, policy_id, tier, wep_id, wep_key
 
 from calico_vpp_driver.cni import cnibackend_pb2 as cpb
 from calico_vpp_driver.cni.links import LinuxPodLinks
@@ -56,7 +57,6 @@ from calico_vpp_driver.config import Config
 from calico_vpp_driver.felix import felixbackend_pb2 as pb
 from calico_vpp_driver.vpp.client import VppClient
 from calico_vpp_driver.vpp.pods import PodInterfaces
-from tests.felixsim import FelixSim, policy_id, tier, wep_id, wep_key
 
 SOCKET = os.environ.get("VPP_API_SOCKET", "")
 TOOLS = ("ip", "nsenter", "ping")
