@@ -54,7 +54,7 @@ from calico_vpp_driver.policy.verdict import (
 )
 
 HEP = HostEndpointID("hep-eth0")
-HOST_EXAMPLES = 600
+HOST_EXAMPLES = 500
 
 # Failsafe entries over the strategies' pools: ports packets carry (PORTS), CIDRs of both
 # families, a CIDR with host bits, one Felix skips (unparsable), one of an unknown protocol.
@@ -201,7 +201,7 @@ def test_host_cases_reach_every_stage_and_outcome() -> None:
     seen: Counter[str] = Counter()
     start = time.monotonic()
 
-    @settings(POLICY_SETTINGS, max_examples=300, database=None, derandomize=True)
+    @settings(POLICY_SETTINGS, max_examples=200, database=None, derandomize=True)
     @given(case=host_cases())
     def run(case: HostCase) -> None:
         seen.update(check_host_case(case))

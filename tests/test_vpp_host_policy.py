@@ -543,7 +543,7 @@ def _random_rules(rng: Random) -> tuple[Rule, ...]:
 _host_node: HostNode | None = None
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_host_policies_match_the_oracle(seed: int) -> None:
     global _host_node
