@@ -302,3 +302,47 @@ def test_a_refused_route_leaves_nothing_behind(node: SimNode) -> None:
     after = {sw for sw, _ in node.server.state.interfaces.items()}
     assert after == before
     assert set(pods.pods()) == {"calib"}
+
+
+# ---------------------------------------------------------------------------------- spoofing
+
+
+def test_spoofing_allowances_replace_strict_urpf_by_a_source_check(node: SimNode) -> None:
+    """A pod sends only from its own addresses (strict uRPF), or also from its
+    `allow_spoofed_source_prefixes` when Felix allows spoofing: then uRPF goes off and the
+    endpoint's egress program denies every other source (never both off at once)."""
+    from dataclasses import replace
+
+    cfg = replace(node.config, workload_source_spoofing="Any")
+    node.dataplane.configure(cfg)
+    st = allow_all_state((A, "calia", A_IP))
+    board = StatusBoard()
+    pod = node.add_pod("calia", [A_IP], identity=A)
+    apply(node, st, board)
+    itf = node.server.state.interfaces.get(pod.sw_if_index)
+    assert itf is not None and itf.urpf[(True, 0)] == 2
+    own, allowed = Packet.tcp(A_IP, OUTSIDE, 80), Packet.tcp("10.7.0.9", OUTSIDE, 80)
+    other = Packet.tcp("10.6.0.9", OUTSIDE, 80)
+    assert node.verdict(own, "calia")[0] is True
+    assert node.verdict(allowed, "calia")[0] is False  # uRPF: not its address
+
+    def with_allowances(*nets: str) -> None:
+        ep = st.workload_endpoints[A]
+        st.update_workload_endpoint(
+            replace(ep, allow_spoofed_source_prefixes=tuple(ipaddress.ip_network(n) for n in nets))
+        )
+        apply(node, st, board)
+
+    with_allowances("10.7.0.0/16")
+    assert itf.urpf.get((True, 0), 0) == 0 and itf.urpf.get((True, 1), 0) == 0
+    assert node.verdict(own, "calia")[0] is True
+    assert node.verdict(allowed, "calia")[0] is True
+    assert node.verdict(other, "calia")[0] is False  # the program's source check
+    assert node.verdict(Packet.tcp("fd00::9", "2001:db8::1", 80), "calia")[0] is False
+    with_allowances()
+    assert itf.urpf[(True, 0)] == 2
+    assert node.verdict(allowed, "calia")[0] is False
+    # Without WorkloadSourceSpoofing=Any (Felix would not have sent them), allowances are ignored.
+    node.dataplane.configure(replace(cfg, workload_source_spoofing="Disabled"))
+    with_allowances("10.7.0.0/16")
+    assert itf.urpf[(True, 0)] == 2 and node.verdict(allowed, "calia")[0] is False

@@ -245,6 +245,24 @@ def workload_egress_drops(config: Config) -> Block | None:
     return Block(("workload-egress-drops", vxlan, ipip), tuple(rules), "next")
 
 
+def workload_source_check(config: Config, ep: WorkloadEndpoint) -> Block | None:
+    """For an endpoint allowed to send from other sources (`allow_spoofed_source_prefixes`,
+    honoured only with `WorkloadSourceSpoofing=Any`, as Felix's validation does): deny every
+    source that is neither its own address nor an allowed prefix. The dataplane then turns off
+    the interface's strict uRPF, which would drop the allowed ones (without allowances, uRPF alone
+    keeps a pod to its own addresses and no block is needed)."""
+    if not ep.allow_spoofed_source_prefixes or config.workload_source_spoofing != "Any":
+        return None
+    rules = []
+    for version in (4, 6):
+        own = ep.ipv4_nets if version == 4 else ep.ipv6_nets
+        allowed = tuple(n for n in (*own, *ep.allow_spoofed_source_prefixes) if n.version == version)
+        rule = Rule(action="deny", ip_version=version, not_src_net=allowed) if allowed else None
+        rules.append(_intern(rule or Rule(action="deny", ip_version=version)))
+    key = ("workload-source-check", tuple(str(r.not_src_net) for r in rules))
+    return Block(key, tuple(rules), "next")
+
+
 def workload_program(
     state: DesiredState,
     config: Config,
@@ -277,6 +295,9 @@ def _workload_blocks(
 ) -> Program:
     blocks: list[Block] = []
     if direction == "egress":
+        check = workload_source_check(config, ep)
+        if check is not None:
+            blocks.append(check)
         drops = workload_egress_drops(config)
         if drops is not None:
             blocks.append(drops)

@@ -38,7 +38,14 @@ from ..config import Config
 from ..felix.status import Health, StatusBoard
 from ..model.state import DesiredState, Dirty
 from ..model.types import PolicyID, ProfileID, WorkloadEndpointID
-from ..policy.program import DENY_ALL, Block, Program, rebuild_block, workload_program
+from ..policy.program import (
+    DENY_ALL,
+    Block,
+    Program,
+    rebuild_block,
+    workload_program,
+    workload_source_check,
+)
 from . import acl_rules, npol
 from .acl_rules import AclRule, AclTooLarge
 from .acl_store import AclStore, tag_for
@@ -59,6 +66,7 @@ RECORD_SECONDS = 2.0
 # npol backend: the largest exact ACL for the protocols npol cannot see (beyond: they are denied).
 OTHER_PROTOCOLS_LIMIT = 2048
 STATE_FILE = "npol-objects.json"
+URPF_OFF, URPF_STRICT = 0, 2  # urpf.api urpf_mode
 
 DENY_ALL_RULES: tuple[AclRule, ...] = tuple(
     AclRule(0, ip_network(net), ip_network(net), 0, 0, 65535, 0, 65535) for net in ("0.0.0.0/0", "::/0")
@@ -119,6 +127,10 @@ class VppDataplane:
         self._bound: dict[WorkloadEndpointID, int] = {}
         self._pod_interfaces: set[int] = set()  # interfaces known to face pods
         self._existing: set[int] = set()  # every interface VPP had at the last look (plus new pods)
+        self._urpf_off: set[int] = set()  # interfaces whose endpoint checks sources in its policy
+        # After a (re)start the uRPF state a previous process left is unknown (VPP cannot list
+        # it): the first apply turns strict uRPF on for every endpoint that does not need it off.
+        self._urpf_unknown = True
         self._programs: dict[WorkloadEndpointID, _Programs] = {}
         # ACLs lowered before, by program identity: (the blocks lowered, IP set versions, result).
         self._acl_cache: dict[
@@ -211,6 +223,7 @@ class VppDataplane:
             self._acl_sets.pop(key, None)
         self._pod_interfaces.discard(sw)
         self._existing.discard(sw)
+        self._urpf_off.discard(sw)
         for index in (self._by_name, self._by_identity):
             for name in [n for n, s in index.items() if s == sw]:
                 del index[name]
@@ -288,6 +301,8 @@ class VppDataplane:
         self.acls = AclStore(self.client)
         self.npol = NpolStore(self.client) if self.backend == "npol" else None
         self.deny_all_acl()  # exists before the store adopts (the CNI side may be making it)
+        self._urpf_off.clear()
+        self._urpf_unknown = True
         self._by_name.clear()
         self._by_identity.clear()
         self._bound.clear()
@@ -565,7 +580,24 @@ class VppDataplane:
         for key in waiting:
             name = state.workload_endpoints[key].name
             board.report(key, STATUS_FAMILY, Health.DOWN, f"waiting for its VPP interface (tag {name!r})")
+        # Source checks: strict uRPF back on before a program without the check goes in; off only
+        # once the program that checks sources itself is in (never a window for other sources).
+        checked = {
+            sw: workload_source_check(self.config, state.workload_endpoints[t[0]]) is not None
+            for sw, t in targets.items()
+            if t is not None
+        }
+        self._set_urpf(
+            [sw for sw, c in checked.items() if not c and (self._urpf_unknown or sw in self._urpf_off)],
+            strict=True,
+        )
+        if full:
+            self._urpf_unknown = False
         failed = self._program_interfaces(targets, state, dirty_sets if not full else set(state.ipsets))
+        self._set_urpf(
+            [sw for sw, c in checked.items() if c and sw not in failed and sw not in self._urpf_off],
+            strict=False,
+        )
         for sw, target in targets.items():
             if target is None:
                 continue
@@ -575,6 +607,29 @@ class VppDataplane:
                 board.report(key, STATUS_FAMILY, Health.ERROR, reason)
             else:
                 board.report(key, STATUS_FAMILY, Health.UP)
+
+    def _set_urpf(self, interfaces: Sequence[int], *, strict: bool) -> None:
+        """Strict uRPF (a pod sends only from the addresses routed to it) on or off, both families.
+        Failing to turn it back on is an error (the apply is retried); failing to turn it off
+        only denies more (logged)."""
+        if not interfaces or not self.client.supports("urpf"):
+            return
+        mode = URPF_STRICT if strict else URPF_OFF
+        requests = [
+            ("urpf_update", {"is_input": True, "mode": mode, "af": af, "sw_if_index": sw}, f"interface {sw}")
+            for sw in interfaces
+            for af in (0, 1)
+        ]
+        results = self.client.batch(requests)
+        for sw in interfaces:
+            if any(r.error is not None for r in results if r.obj == f"interface {sw}"):
+                if strict:
+                    raise RenderError(f"VPP refused strict uRPF on interface {sw}")
+                log.warning("urpf_not_relaxed", sw_if_index=sw, detail="spoofing allowances not usable")
+            elif strict:
+                self._urpf_off.discard(sw)
+            else:
+                self._urpf_off.add(sw)
 
     def _endpoint_problems(
         self, state: DesiredState, key: WorkloadEndpointID, quick: dict[object, set[str]] | None
