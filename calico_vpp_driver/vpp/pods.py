@@ -40,7 +40,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from ..cni.types import IPInterface, IPNetwork, PodError, PodRequest, PodResult
+from ..cni.netns import GATEWAY_MAC, pod_routes
+from ..cni.types import IPNetwork, PodError, PodRequest, PodResult
 from ..config import Config
 from .errors import VppApiError, VppError
 
@@ -58,9 +59,9 @@ LOOPBACK_TAG = "cvd-pods-loopback"
 # The pods' loopback: its addresses are what pod interfaces borrow (and, for veth pods, the
 # gateway their default route points at; VPP answers ARP for it on the unnumbered interface).
 LOOPBACK_ADDRESSES = ("169.254.1.1/32", "fd00:cafe:169:254::1/128")
-# veth pods: VPP's end carries this MAC, so its IPv6 link-local is fe80::ecee:eeff:feee:eeee,
-# the gateway Calico gives pods.
-VETH_VPP_MAC = "ee:ee:ee:ee:ee:ee"
+# veth pods: VPP's end carries the gateway MAC the pod's neighbour entries pin (so its IPv6
+# link-local is the pod's IPv6 gateway, fe80::ecee:eeff:feee:eeee).
+VETH_VPP_MAC = GATEWAY_MAC
 
 
 def _short_hash(text: str) -> str:
@@ -311,7 +312,7 @@ class PodInterfaces:
             ):
                 result.unwrap()
             if kind == "tap" and self.links is not None:
-                self.links.tun_routes(req.netns, req.interface_name, _pod_routes(req))
+                self.links.tun_routes(req.netns, req.interface_name, pod_routes(req))
             return pod
         except VppError as exc:
             self._undo(c, sw, kind, req, addresses)
@@ -433,15 +434,3 @@ def _pod_route(addr: Any, sw: int) -> dict[str, Any]:
         "proto": 0 if net.version == 4 else 1,
     }
     return {"table_id": 0, "prefix": net, "paths": [path]}
-
-
-def _pod_routes(req: PodRequest) -> list[IPNetwork]:
-    """The routes inside the pod: the requested ones, else a default route per address family."""
-    if req.routes:
-        return list(req.routes)
-    families = sorted({a.version for a in req.addresses})
-    return [ipaddress.ip_network("0.0.0.0/0" if v == 4 else "::/0") for v in families]
-
-
-def addresses_of(interfaces: Iterable[IPInterface]) -> tuple[Any, ...]:
-    return tuple(a.ip for a in interfaces)
