@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_network
@@ -118,7 +117,10 @@ class VppDataplane:
         # interfaces), except that an interface about to be deleted is forgotten under the lock.
         self._lock = threading.RLock()
         self._client_lock = threading.Lock()
-        self._pod_events: deque[tuple[int, str]] = deque()
+        # New pod interfaces from the CNI threads, in order; guarded by its own small lock (an
+        # append must never race with the purge of a deleted index, nor be lost by it).
+        self._pod_events: list[tuple[int, str]] = []
+        self._events_lock = threading.Lock()
         self._lost: set[WorkloadEndpointID] = set()  # endpoints whose interface was deleted
         self._wake: Callable[[], None] = lambda: None
         self._deny_lock = threading.Lock()
@@ -191,7 +193,8 @@ class VppDataplane:
 
     def pod_interface_added(self, sw_if_index: int, tag: str) -> None:
         """A CNI pod's interface exists, with the deny-all on it: bind it at the next apply."""
-        self._pod_events.append((sw_if_index, tag))
+        with self._events_lock:
+            self._pod_events.append((sw_if_index, tag))
         self._wake()
 
     def pod_interface_removed(self, sw_if_index: int, delete: Callable[[], None]) -> None:
@@ -199,7 +202,8 @@ class VppDataplane:
         can find it again in between, or program an endpoint's policy on its index (which VPP
         reuses for the next interface) afterwards."""
         with self._lock:
-            self._pod_events = deque(e for e in self._pod_events if e[0] != sw_if_index)
+            with self._events_lock:  # an ADD not yet taken must not bind the reused index later
+                self._pod_events = [e for e in self._pod_events if e[0] != sw_if_index]
             self._forget_interface(sw_if_index)
             delete()
         self._wake()
@@ -236,16 +240,15 @@ class VppDataplane:
 
     def _take_pod_events(self) -> bool:
         """Index the interfaces the CNI side created since the last apply; True if any."""
-        got = False
-        while self._pod_events:
-            sw, tag = self._pod_events.popleft()
+        with self._events_lock:
+            events, self._pod_events = self._pod_events, []
+        for sw, tag in events:
             self._index_interface(sw, tag)
             self._pod_interfaces.add(sw)
             self._existing.add(sw)
-            got = True
-        if got:
+        if events:
             self._enable_cnat(self._pod_interfaces)
-        return got
+        return bool(events)
 
     def _enable_cnat(self, interfaces: Iterable[int]) -> None:
         """cnat's feature on these interfaces (npol runs only as its hook). A failure is logged
