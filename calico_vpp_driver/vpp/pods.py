@@ -180,8 +180,10 @@ class PodInterfaces:
                 self._remove(c, key, existing, request.netns, request.interface_name)
             pod = self._create(c, request, tag, where)
             self._pods[key] = pod
-        if self.notifier is not None:
-            self.notifier.pod_interface_added(pod.sw_if_index, str(tag))
+            # Under the lock: the dataplane sees adds and removes of an index in VPP's order (a
+            # late "added" after a DEL would bind the next pod's reused index to this identity).
+            if self.notifier is not None:
+                self.notifier.pod_interface_added(pod.sw_if_index, str(tag))
         log.info(
             "pod_interface_added",
             pod=str(request.identity),
