@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from calico_vpp_driver.sim.codec import Codec, WireElements
 from calico_vpp_driver.sim.handlers import DUMPS, HANDLERS, REPLIES, handle
 from calico_vpp_driver.sim.state import U32_MAX, E, VppState
 
@@ -845,3 +848,54 @@ def test_cli_inband_is_registered() -> None:
     reply = call(state, "cli_inband", cmd="show version")
     assert reply["retval"] == 0 and "26.10-rc0~sim" in reply["reply"]
     assert call(state, "cli_inband", cmd="frobnicate")["reply"].startswith("unknown input")
+
+
+_MEMBER_BYTES = st.builds(
+    lambda af, addr, plen, tail: bytes([af]) + addr + bytes([plen]) + tail,
+    st.sampled_from([0, 0, 0, 1, 1, 2]),
+    st.one_of(
+        st.binary(min_size=16, max_size=16),
+        st.builds(lambda a: a + bytes(12), st.binary(min_size=4, max_size=4)),
+    ),
+    st.one_of(st.sampled_from([0, 8, 24, 32, 64, 128]), st.integers(0, 255)),
+    st.binary(min_size=2, max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    set_type=st.sampled_from([0, 1, 2]),
+    first=st.lists(_MEMBER_BYTES, max_size=8),
+    second=st.lists(_MEMBER_BYTES, max_size=8),
+    count_cut=st.integers(0, 2),
+)
+def test_npol_members_in_wire_form_act_as_decoded_members(
+    set_type: int, first: list[bytes], second: list[bytes], count_cut: int
+) -> None:
+    """The members array arrives in wire form (WireElements, read straight from its bytes for a
+    NET set); the result must be the decoded elements' result: same members, same retval,
+    members before an error kept, for adds and deletes, with `len` shorter than the array too."""
+    codec = Codec()
+    results = []
+    for wire in (True, False):
+        state = VppState()
+        sid = call(state, "npol_ipset_create", type=set_type)["set_id"]
+        replies = []
+        for is_add, members in ((True, first + second), (False, first), (True, second)):
+            body = (
+                codec.encode(
+                    "npol_ipset_add_del_members",
+                    {"set_id": sid, "is_add": is_add, "len": 0, "members": []},
+                )[:-4]
+                + len(members).to_bytes(4, "big")
+                + b"".join(members)
+            )
+            req = codec.decode("npol_ipset_add_del_members", body)
+            assert isinstance(req["members"], WireElements)
+            req["len"] = max(0, len(members) - count_cut)
+            if not wire:
+                req["members"] = list(req["members"])
+            req.pop("_vl_msg_id", None)
+            replies.append(handle(state, "npol_ipset_add_del_members", req)["retval"])
+        results.append((replies, state.npol_ipsets.get(sid).members))  # type: ignore[union-attr]
+    assert results[0] == results[1]

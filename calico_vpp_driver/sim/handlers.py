@@ -72,6 +72,7 @@ from ipaddress import (
 )
 from typing import Any
 
+from .codec import WireElements
 from .state import (
     CNAT_IF_HOST,
     CNAT_POLICY_DNAT,
@@ -1096,17 +1097,51 @@ def npol_ipset_add_del_members(state: VppState, req: Request) -> Reply:
     is_add = _bool(req.get("is_add"))
     members = req.get("members") or []
     count = min(_get(req, "len", len(members)), len(members))
-    for raw in members[:count]:
-        rv, member = _decode_member(ipset.type, raw)
-        if rv:
-            return _rv(rv)
-        if member is None:
-            continue
-        if is_add:
-            ipset.members.append(member)
-        else:
+    if isinstance(members, WireElements) and ipset.type == NPOL_NET:
+        decoded, rv = _net_members_from_wire(members, count)
+    else:
+        decoded, rv = [], 0
+        for raw in members[:count]:
+            rv, member = _decode_member(ipset.type, raw)
+            if rv:
+                break
+            if member is not None:
+                decoded.append(member)
+    if is_add:
+        ipset.members.extend(decoded)
+    elif ipset.type == NPOL_IP_AND_PORT and state.npol_ipport_delete_bug:
+        for member in decoded:
             ipset.members = [m for m in ipset.members if not _member_cmp_equal(state, ipset.type, m, member)]
-    return _ok()
+    else:  # equality: deleting each in turn is deleting them all at once
+        gone = set(decoded)
+        ipset.members = [m for m in ipset.members if m not in gone]
+    return _rv(rv) if rv else _ok()
+
+
+def _net_members_from_wire(members: WireElements, count: int) -> tuple[list[NpolMember], int]:
+    """The first `count` NET members read straight from their bytes (address family, 16 address
+    bytes, prefix length), as `_decode_member` reads them; an element this cannot read that way
+    (an unknown family, a bad prefix) goes through `_decode_member`, which has the last word.
+    Returns the members before the first error, and the error (0: none)."""
+    data, size = members.data, members.size
+    out: list[NpolMember] = []
+    for i in range(count):
+        off = i * size
+        af = data[off]
+        try:
+            if af == 0:
+                out.append(IPv4Network((data[off + 1 : off + 5], data[off + 17])))
+            elif af == 1:
+                out.append(IPv6Network((data[off + 1 : off + 17], data[off + 17])))
+            else:
+                raise ValueError(af)
+        except ValueError:  # host bits set, a length out of range, an unknown family
+            rv, member = _decode_member(NPOL_NET, members[i])
+            if rv:
+                return out, rv
+            if member is not None:
+                out.append(member)
+    return out, 0
 
 
 def npol_ipset_delete(state: VppState, req: Request) -> Reply:
