@@ -74,6 +74,12 @@ class Counting:
             self.sent[r[0]] += 1
         return self._client.batch(reqs, **kw)
 
+    def submit(self, requests: Any, **kw: Any) -> Any:
+        reqs = list(requests)
+        for r in reqs:
+            self.sent[r[0]] += 1
+        return self._client.submit(reqs, **kw)
+
     def dump(self, name: str, *a: Any, **kw: Any) -> Any:
         self.sent[name] += 1
         return self._client.dump(name, *a, **kw)

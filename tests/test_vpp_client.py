@@ -32,9 +32,12 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from calico_vpp_driver.config import load
 from calico_vpp_driver.vpp import client as vc
+from calico_vpp_driver.vpp import npol
 from calico_vpp_driver.vpp.client import (
     FEATURES,
     SENTINEL_TAG_PREFIX,
@@ -42,6 +45,7 @@ from calico_vpp_driver.vpp.client import (
     Request,
     Service,
     VppClient,
+    WireArray,
     backoff_delays,
     features_for_config,
     missing_messages,
@@ -1314,6 +1318,68 @@ def test_compiled_packer_takes_the_common_requests(sim: Any) -> None:
             kwargs = normalize_fields(msgdef, fields)
             kwargs.update(_vl_msg_id=1, client_index=0, context=1)
             assert vc._value_packer(msgdef)(kwargs) == msgdef.pack(kwargs), name  # no fallback
+
+
+_NPOL_MEMBERS = st.one_of(
+    st.tuples(st.just(4), st.binary(min_size=4, max_size=4), st.integers(0, 32)),
+    st.tuples(st.just(6), st.binary(min_size=16, max_size=16), st.integers(0, 128)),
+    st.tuples(
+        st.one_of(
+            st.tuples(st.just(4), st.binary(min_size=4, max_size=4)),
+            st.tuples(st.just(6), st.binary(min_size=16, max_size=16)),
+        ),
+        st.sampled_from([6, 17, 132]),
+        st.integers(0, 65535),
+    ).map(lambda t: (t[0][0], t[0][1], t[1], t[2])),
+)
+
+
+def _papi_messages() -> dict[str, Any]:
+    from test_sim_defs import DEFS  # the simulator's definitions
+    from vpp_papi.vpp_papi import VPPApiJSONFiles  # the client hides vpp_papi; the test builds types
+
+    messages, _ = VPPApiJSONFiles.process_json_array_str(DEFS.api_json())
+    return dict(messages)
+
+
+@needs_sim
+@settings(max_examples=300, deadline=None)
+@given(members=st.lists(_NPOL_MEMBERS, max_size=12), is_add=st.booleans())
+def test_npol_members_in_wire_form_are_vpp_papis_bytes(members: list[Any], is_add: bool) -> None:
+    """`npol.members_wire` replaces vpp_papi packing `npol.member_api` dicts: the message must
+    come out byte for byte the same."""
+    msgdef = _papi_messages()["npol_ipset_add_del_members"]
+    header = {"_vl_msg_id": 1, "client_index": 0, "context": 9}
+    as_dicts = {"set_id": 7, "is_add": is_add, "members": [npol.member_api(m) for m in members]}
+    theirs = bytes(msgdef.pack({**header, **as_dicts, "len": len(members)}))
+    wire = WireArray(npol.MEMBER_WIRE_TYPE, len(members), npol.members_wire(members))
+    kwargs = normalize_fields(msgdef, {"set_id": 7, "is_add": is_add, "members": wire})
+    assert kwargs["len"] == len(members)
+    assert vc._fast_pack(msgdef, {**kwargs, **header}) == theirs
+
+
+@needs_sim
+def test_wire_form_arrays_of_the_wrong_shape_are_refused(sim: Any) -> None:
+    member = (4, bytes([10, 0, 0, 1]), 32)
+    good = WireArray(npol.MEMBER_WIRE_TYPE, 1, npol.members_wire([member]))
+    bad = {
+        "another type": WireArray("vl_api_address_t", 1, good.data),
+        "a partial element": WireArray(npol.MEMBER_WIRE_TYPE, 1, good.data[:-1]),
+        "a count the bytes do not hold": WireArray(npol.MEMBER_WIRE_TYPE, 2, good.data),
+    }
+    with started(sim_client(sim)) as c:
+        conn = c._conn
+        assert isinstance(conn, vc.PapiConnection)
+        assert conn.encode("npol_ipset_add_del_members", 1, {"set_id": 1, "is_add": True, "members": good})
+        for what, wire in bad.items():
+            with pytest.raises(VppEncodeError, match="members"):
+                conn.encode("npol_ipset_add_del_members", 1, {"set_id": 1, "members": wire})
+            assert what
+        with pytest.raises(VppEncodeError, match="count field says 3"):
+            conn.encode("npol_ipset_add_del_members", 1, {"set_id": 1, "len": 3, "members": good})
+        # a message the client cannot take it in
+        with pytest.raises(VppEncodeError):
+            conn.encode("sw_interface_set_flags", 1, {"sw_if_index": 1, "flags": good})
 
 
 def test_no_other_module_imports_vpp_papi() -> None:

@@ -240,6 +240,21 @@ class Request(NamedTuple):
     obj: str | None = None
 
 
+class WireArray(NamedTuple):
+    """A variable-length array field given in VPP's wire form: `elements` elements of type
+    `type_name` (as the API definitions name it, e.g. ``vl_api_npol_ipset_member_t``) packed back
+    to back in `data`. For bulk messages whose elements the caller packs far faster than the
+    per-element dicts it would otherwise pass; the client checks the type and the size against
+    the API it loaded, so an API whose element changed is refused, never sent garbled."""
+
+    type_name: str
+    elements: int
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"WireArray({self.type_name}, {self.elements} elements)"
+
+
 class Result(NamedTuple):
     """The outcome of one request: the decoded reply (a list of details for a dump) or the
     error (``VppApiError`` for a non-zero retval, ``VppEncodeError``, ``VppConnectionLost``...)."""
@@ -466,6 +481,13 @@ def _norm_struct(t: Any, data: Any, conv: frozenset[str]) -> Any:
                             out = dict(data)
                         out[length_field] = 0
                     continue
+                if type(value) is WireArray:
+                    _check_wire_array(sub, value, data.get(length_field))
+                    if length_field not in data:
+                        if out is None:
+                            out = dict(data)
+                        out[length_field] = value.elements
+                    continue
                 if sub is not None and isinstance(value, (str, bytes, Mapping)):
                     raise _Bad(f"expected a list, got {type(value).__name__}")
                 if length_field not in data:
@@ -485,6 +507,16 @@ def _norm_struct(t: Any, data: Any, conv: frozenset[str]) -> Any:
                 out = dict(data)
             out[name] = new
     return data if out is None else out
+
+
+def _check_wire_array(t: Any, value: WireArray, count: Any) -> None:
+    """A `WireArray` must hold whole elements of the field's own type, as many as its count."""
+    if t is None or value.type_name != t.name:
+        raise _Bad(f"wire-form elements of {value.type_name}, but the field holds {getattr(t, 'name', t)}")
+    if value.elements < 0 or len(value.data) != value.elements * t.size:
+        raise _Bad(f"{len(value.data)} bytes are not {value.elements} elements of {t.size} bytes ({t.name})")
+    if count is not None and count != value.elements:
+        raise _Bad(f"count field says {count}, the wire-form array holds {value.elements}")
 
 
 def _norm_elem(t: Any, data: Any, index: int, conv: frozenset[str]) -> Any:
@@ -537,6 +569,8 @@ def _fast_pack(msgdef: Any, kwargs: Mapping[str, Any]) -> bytes:
     try:
         return packer(kwargs)
     except Exception:  # _Slow, or a value vpp_papi may refuse: let vpp_papi decide
+        if any(type(v) is WireArray for v in kwargs.values()):
+            raise  # vpp_papi cannot take elements in wire form
         return bytes(msgdef.pack(kwargs))
 
 
@@ -761,6 +795,10 @@ def _other(type_name: str, zero: bytes | None, conv: Mapping[str, Any], data: An
 
 def _vla_packer(length_field: str, elem: Callable[[Any], bytes]) -> Callable[[Any, Any], bytes]:
     def pack(lst: Any, data: Mapping[str, Any]) -> bytes:
+        if type(lst) is WireArray:  # checked against the type by normalize_fields
+            if lst.elements != data[length_field]:
+                raise ValueError(f"count {data[length_field]} but {lst.elements} wire-form elements")
+            return lst.data
         if not lst:
             return b""
         if len(lst) != data[length_field]:
@@ -1042,6 +1080,18 @@ _QUANTUM = 32  # requests one job may send before the next job's turn
 _FLUSH_FRAMES = 64  # frames per sendall
 
 
+class PendingBatch:
+    """A submitted batch (`VppClient.submit`) whose results are collected later."""
+
+    def __init__(self, client: VppClient, job: _Job | None) -> None:
+        self._client = client
+        self._job = job
+
+    def results(self, timeout: float | None = None) -> list[Result]:
+        """One `Result` per request, in request order, once VPP answered them all."""
+        return [] if self._job is None else self._client._wait(self._job, timeout)
+
+
 def backoff_delays(initial: float, maximum: float) -> Iterable[float]:
     """The waits between connection attempts: ``initial``, doubling, capped at ``maximum``."""
     delay = initial
@@ -1255,6 +1305,20 @@ class VppClient:
         :class:`Result` per request, in request order. Requests are sent in order and VPP
         executes them in order; a failed one does not stop the others (make dependent
         requests a separate batch)."""
+        return self.submit(requests, max_in_flight=max_in_flight, generation=generation).results(timeout)
+
+    def submit(
+        self,
+        requests: Iterable[
+            Request | tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str | None]
+        ],
+        *,
+        max_in_flight: int | None = None,
+        generation: int | None = None,
+    ) -> PendingBatch:
+        """`batch` without the wait: the requests are queued behind those submitted before
+        (VPP runs them in submission order) and the caller collects the results later, so it
+        can prepare the next batch while VPP works on this one."""
         reqs: list[Request] = []
         for r in requests:
             if isinstance(r, Request):
@@ -1264,9 +1328,9 @@ class VppClient:
             else:
                 reqs.append(Request(*r))
         if not reqs:
-            return []
+            return PendingBatch(self, None)
         limit = self._max_in_flight if max_in_flight is None else min(max_in_flight, self._max_in_flight)
-        return self._wait(self._submit(reqs, limit, generation), timeout)
+        return PendingBatch(self, self._submit(reqs, limit, generation))
 
     # ---------------------------------------------------------------- submitting (any thread)
 

@@ -400,6 +400,31 @@ def member_api(member: Member) -> dict[str, Any]:
     return {"val": {"prefix": {"address": address, "len": member[2]}}}
 
 
+#: vl_api_npol_ipset_member_t on the wire: the union npol_ipset_member_val, as long as its
+#: largest arm (npol_three_tuple: a 17-byte vl_api_address_t, u8 l4_proto, u16 port).
+MEMBER_WIRE_TYPE = "vl_api_npol_ipset_member_t"
+MEMBER_WIRE_SIZE = 20
+_AF_BYTE = {4: b"\x00", 6: b"\x01"}  # vl_api_address_family_t: ADDRESS_IP4, ADDRESS_IP6
+_PAD_IP4 = bytes(12)  # an IPv4 address fills the first 4 of the address union's 16 bytes
+_PREFIX_TAIL = [bytes((plen, 0, 0)) for plen in range(129)]  # prefix length, then the union's padding
+
+
+def members_wire(members: Iterable[Member]) -> bytes:
+    """`member_api` of each member, packed as VPP packs it (the `prefix` arm for a prefix, the
+    `tuple` arm for an address, protocol and port), back to back: the hot path of a set's
+    first programming, where hundreds of thousands of members go out."""
+    parts: list[bytes] = []
+    add = parts.append
+    for m in members:
+        v, packed = m[0], m[1]
+        add(_AF_BYTE[v])
+        add(packed)
+        if v == 4:
+            add(_PAD_IP4)
+        add(_PREFIX_TAIL[m[2]] if len(m) == 3 else bytes((m[2], m[3] >> 8, m[3] & 0xFF)))
+    return b"".join(parts)
+
+
 def _span(member: Member) -> tuple[int, int, int]:
     """(family, first, last) address of a prefix member, as integers."""
     v, packed, plen = member[0], member[1], member[2]
@@ -478,6 +503,7 @@ __all__ = [
     "felix_sets",
     "lower_rule",
     "member_api",
+    "members_wire",
     "other_protocols_block",
     "other_protocols_program",
     "parse_member",

@@ -29,6 +29,7 @@ that restarts against the same VPP builds its objects anew, swaps every interfac
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ import structlog
 from ..model.types import IPSet
 from ..policy.program import Block, BlockKey
 from . import npol
+from .client import WireArray
 from .npol import (
     DEFAULT_DENY,
     NPOL_IP_AND_PORT,
@@ -50,6 +52,9 @@ from .npol import (
 log = structlog.get_logger("calico_vpp_driver.vpp.npol")
 
 MEMBERS_PER_MESSAGE = 1000
+#: Member messages sent as one batch while the next ones are prepared (VPP takes in one
+#: group while the driver packs the next).
+FILL_GROUP = 16
 PolicyKey = tuple[BlockKey, bool]  # (block key, is_inbound = VPP rx)
 PRELUDE: BlockKey = ("other-protocols-to-acl",)
 
@@ -58,6 +63,10 @@ class Requests(Protocol):
     """The part of `VppClient` the stores use."""
 
     def batch(self, requests: Iterable[Any], **kwargs: Any) -> list[Any]: ...
+
+    def submit(self, requests: Iterable[Any], **kwargs: Any) -> Any:
+        """`batch` without the wait: returns an object whose ``results()`` waits."""
+        ...
 
 
 class RenderError(Exception):
@@ -174,9 +183,15 @@ class NpolStore:
                 continue  # unchanged (block lowerings are cached, so unchanged means the same object)
             new_rules.update(spec for spec in rules if spec not in self.rules)
         new_sets = {k for spec in new_rules for k in spec.set_keys() if k not in self.sets}
-        self._create_sets(ipsets, new_sets)
-        self._create_rules(new_rules)
-        self._write_policies(contents)
+        filling = self._create_sets(ipsets, new_sets)
+        try:
+            self._create_rules(new_rules)
+            self._write_policies(contents)
+        except Exception:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                filling.finish()
+            raise
+        filling.finish()  # no interface may use a set before all its members are in
         self._configure_interfaces(wanted)
         if self._garbage:
             self._collect()
@@ -269,14 +284,14 @@ class NpolStore:
         self, key: SetKey, set_id: int, values: Iterable[Any], is_add: bool
     ) -> list[tuple[str, dict[str, Any], str]]:
         """Member messages for these member values (parsed: `npol.parse_member`)."""
-        encoded = [npol.member_api(m) for m in npol.sort_members(set(values))]
+        ordered = npol.sort_members(set(values))
         return [
             (
                 "npol_ipset_add_del_members",
-                {"set_id": set_id, "is_add": is_add, "members": encoded[i : i + MEMBERS_PER_MESSAGE]},
+                {"set_id": set_id, "is_add": is_add, "members": _wire(ordered[i : i + MEMBERS_PER_MESSAGE])},
                 f"ipset {_describe(key)}",
             )
-            for i in range(0, len(encoded), MEMBERS_PER_MESSAGE)
+            for i in range(0, len(ordered), MEMBERS_PER_MESSAGE)
         ]
 
     def _sync_sets(self, ipsets: Mapping[str, IPSet], dirty: set[str]) -> None:
@@ -330,7 +345,7 @@ class NpolStore:
 
     def _rebuild_set(self, ipsets: Mapping[str, IPSet], key: SetKey) -> None:
         old = self.sets.pop(key)
-        self._create_sets(ipsets, {key})
+        self._create_sets(ipsets, {key}).finish()
         users = [spec for spec in self.rules if key in spec.set_keys()]
         ids = self._set_ids()
         self._send(
@@ -343,9 +358,14 @@ class NpolStore:
         self._send([("npol_ipset_delete", {"set_id": old.id}, f"ipset {_describe(key)}")], "set delete")
         self.ids_changed += 1
 
-    def _create_sets(self, ipsets: Mapping[str, IPSet], keys: set[SetKey]) -> None:
+    def _create_sets(self, ipsets: Mapping[str, IPSet], keys: set[SetKey]) -> _Filling:
+        """Create the sets, then send their members in groups, each sent while the next is
+        packed. The caller may send other requests (rules, policies) before it calls
+        `finish()` on the result, which waits for the members, records them and raises the
+        first error; until then nothing may point an interface at the sets."""
+        filling = _Filling(self)
         if not keys:
-            return
+            return filling
         ordered = sorted(keys, key=repr)
         wanted = [self._desired_members(ipsets, k) for k in ordered]
         results = self._results(
@@ -354,29 +374,31 @@ class NpolStore:
                 for k, (stype, _m) in zip(ordered, wanted, strict=True)
             ]
         )
+        filling.error = _first_error(results, "IP set create")
+        group: list[tuple[SetKey, frozenset[Any], int]] = []
         requests: list[tuple[str, dict[str, Any], str]] = []
-        odd: dict[SetKey, int] = {}
         for key, (stype, members), res in zip(ordered, wanted, results, strict=True):
-            if res.error is None:
-                # Recorded empty until its members are in: a failed fill is retried by a diff.
-                self.sets[key] = _Set(int(res.reply.set_id), stype, frozenset())
-                self.ids_changed += 1
-                for felix_id in npol.felix_sets(key):
-                    self._dependents.setdefault(felix_id, set()).add(key)
-                if key[0] == "felix":
-                    values, odd[key] = npol.parse_members(members, stype == NPOL_IP_AND_PORT)
-                else:
-                    values = list(members)
-                requests += self._member_requests(key, int(res.reply.set_id), values, True)
-        error = _first_error(results, "IP set create")
-        fill = self._results(requests)
-        error = error or _first_error(fill, "IP set members")
-        if error is None:
-            for key, (_stype, members) in zip(ordered, wanted, strict=True):
-                self.sets[key].members = members
-                self.sets[key].odd = odd.get(key, 0)
-        if error is not None:
-            raise error
+            if res.error is not None:
+                continue
+            # Recorded empty until its members are in: a failed fill is retried by a diff.
+            self.sets[key] = _Set(int(res.reply.set_id), stype, frozenset())
+            self.ids_changed += 1
+            for felix_id in npol.felix_sets(key):
+                self._dependents.setdefault(felix_id, set()).add(key)
+            odd = 0
+            if key[0] == "felix":
+                values, odd = npol.parse_members(members, stype == NPOL_IP_AND_PORT)
+            else:
+                values = list(members)
+            requests += self._member_requests(key, int(res.reply.set_id), values, True)
+            group.append((key, members, odd))
+            if len(requests) >= FILL_GROUP:
+                filling.send(group, requests)
+                group, requests = [], []
+        filling.send(group, requests)
+        if filling.error is not None:
+            filling.finish()
+        return filling
 
     def _set_ids(self) -> dict[SetKey, int]:
         return {k: s.id for k, s in self.sets.items()}
@@ -565,6 +587,42 @@ class NpolStore:
         for (name, _fields, obj), res in zip(requests, self.vpp.batch(requests), strict=True):
             if res.error is not None:
                 log.warning("npol_delete_failed", message=name, object=obj, error=str(res.error))
+
+
+class _Filling:
+    """Member messages of new sets in flight (see `NpolStore._create_sets`)."""
+
+    def __init__(self, store: NpolStore) -> None:
+        self.store = store
+        self.error: RenderError | None = None
+        self.groups: list[tuple[list[tuple[SetKey, frozenset[Any], int]], Any]] = []
+
+    def send(self, group: list[tuple[SetKey, frozenset[Any], int]], requests: list[Any]) -> None:
+        if group:
+            for name, _f, _o in requests:
+                self.store.calls[name] += 1
+            self.groups.append((group, self.store.vpp.submit(requests)))
+
+    def finish(self) -> None:
+        """Wait for every group; record the members of each set whose messages all succeeded;
+        raise the first error (a set create's, else a member message's)."""
+        groups, self.groups = self.groups, []
+        for group, pending in groups:
+            results = pending.results()
+            error = _first_error(results, "IP set members")
+            self.error = self.error or error
+            if error is None:
+                for key, members, odd in group:
+                    self.store.sets[key].members = members
+                    self.store.sets[key].odd = odd
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _wire(members: Sequence[Any]) -> WireArray:
+    """Members (parsed: `npol.parse_member`) as the message's array, already in wire form."""
+    return WireArray(npol.MEMBER_WIRE_TYPE, len(members), npol.members_wire(members))
 
 
 def _describe(key: SetKey) -> str:
