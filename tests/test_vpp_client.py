@@ -1359,6 +1359,19 @@ def test_npol_members_in_wire_form_are_vpp_papis_bytes(members: list[Any], is_ad
 
 
 @needs_sim
+@settings(max_examples=100, deadline=None)
+@given(rule_ids=st.lists(st.integers(0, 2**32 - 1), max_size=20), is_inbound=st.booleans())
+def test_npol_policy_items_in_wire_form_are_vpp_papis_bytes(rule_ids: list[int], is_inbound: bool) -> None:
+    msgdef = _papi_messages()["npol_policy_update"]
+    header = {"_vl_msg_id": 1, "client_index": 0, "context": 9, "policy_id": 3}
+    items = [{"is_inbound": is_inbound, "rule_id": r} for r in rule_ids]
+    theirs = bytes(msgdef.pack({**header, "num_items": len(items), "rules": items}))
+    wire = WireArray(npol.POLICY_ITEM_WIRE_TYPE, len(rule_ids), npol.policy_items_wire(is_inbound, rule_ids))
+    kwargs = normalize_fields(msgdef, {"policy_id": 3, "rules": wire})
+    assert vc._fast_pack(msgdef, {**kwargs, **header}) == theirs
+
+
+@needs_sim
 def test_wire_form_arrays_of_the_wrong_shape_are_refused(sim: Any) -> None:
     member = (4, bytes([10, 0, 0, 1]), 32)
     good = WireArray(npol.MEMBER_WIRE_TYPE, 1, npol.members_wire([member]))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, TypeAlias
 
@@ -425,6 +426,18 @@ def members_wire(members: Iterable[Member]) -> bytes:
     return b"".join(parts)
 
 
+#: vl_api_npol_policy_item_t on the wire: bool is_inbound, u32 rule_id.
+POLICY_ITEM_WIRE_TYPE = "vl_api_npol_policy_item_t"
+_POLICY_ITEM = struct.Struct(">?I")
+
+
+def policy_items_wire(is_inbound: bool, rule_ids: Iterable[int]) -> bytes:
+    """A policy's rule list (``{"is_inbound": ..., "rule_id": ...}`` each) packed as VPP packs
+    it: a node's policies hold a hundred thousand items in all."""
+    pack = _POLICY_ITEM.pack
+    return b"".join([pack(is_inbound, rule_id) for rule_id in rule_ids])
+
+
 def _span(member: Member) -> tuple[int, int, int]:
     """(family, first, last) address of a prefix member, as integers."""
     v, packed, plen = member[0], member[1], member[2]
@@ -507,6 +520,7 @@ __all__ = [
     "other_protocols_block",
     "other_protocols_program",
     "parse_member",
+    "policy_items_wire",
     "set_type",
     "sort_members",
 ]

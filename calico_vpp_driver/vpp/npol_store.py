@@ -424,7 +424,9 @@ class NpolStore:
             raise error
 
     def _policy_fields(self, pkey: PolicyKey, rules: tuple[NpolRuleSpec, ...]) -> dict[str, Any]:
-        return {"rules": [{"is_inbound": pkey[1], "rule_id": self.rules[spec]} for spec in rules]}
+        ids = [self.rules[spec] for spec in rules]
+        wire = npol.policy_items_wire(pkey[1], ids)
+        return {"rules": WireArray(npol.POLICY_ITEM_WIRE_TYPE, len(ids), wire)}
 
     def _write_policies(self, contents: Mapping[PolicyKey, tuple[NpolRuleSpec, ...]]) -> None:
         creates: list[PolicyKey] = []
