@@ -376,12 +376,32 @@ def parse_members(texts: Iterable[str], ip_and_port: bool) -> tuple[list[Member]
     plain forms, which `member_wanted` checks in O(1)."""
     values = []
     odd = 0
+    pton, af4, plens = socket.inet_pton, socket.AF_INET, _V4_PLEN
     for text in texts:
-        value = parse_member(text, ip_and_port)
-        values.append(value)
-        if text not in member_forms(value):
+        if not ip_and_port:
+            # IPv4, the common case, without the round trip through text: inet_pton takes
+            # only the four plain decimal octets, so the text is plain unless its length is
+            # written oddly or it has host bits set.
+            addr, slash, plen_text = text.partition("/")
+            plen = plens.get(plen_text) if slash else 32
+            if plen is not None and ":" not in addr:
+                packed = pton(af4, addr)
+                if plen < 32:
+                    bits = int.from_bytes(packed, "big") >> (32 - plen) << (32 - plen)
+                    network = bits.to_bytes(4, "big")
+                    if network != packed:
+                        odd += 1
+                        packed = network
+                values.append((4, packed, plen))
+                continue
+        member = parse_member(text, ip_and_port)
+        values.append(member)
+        if text not in member_forms(member):
             odd += 1
     return values, odd
+
+
+_V4_PLEN = {str(n): n for n in range(33)}
 
 
 def member_wanted(value: Member, texts: frozenset[str], odd: int, ip_and_port: bool) -> bool:
@@ -414,16 +434,21 @@ def members_wire(members: Iterable[Member]) -> bytes:
     """`member_api` of each member, packed as VPP packs it (the `prefix` arm for a prefix, the
     `tuple` arm for an address, protocol and port), back to back: the hot path of a set's
     first programming, where hundreds of thousands of members go out."""
-    parts: list[bytes] = []
-    add = parts.append
-    for m in members:
-        v, packed = m[0], m[1]
-        add(_AF_BYTE[v])
-        add(packed)
-        if v == 4:
-            add(_PAD_IP4)
-        add(_PREFIX_TAIL[m[2]] if len(m) == 3 else bytes((m[2], m[3] >> 8, m[3] & 0xFF)))
-    return b"".join(parts)
+    v4_head, v4_tail = _AF_BYTE[4], _V4_PREFIX_TAIL
+    wire: bytes = b"".join(
+        [v4_head + m[1] + v4_tail[m[2]] if m[0] == 4 and len(m) == 3 else _member_wire(m) for m in members]
+    )
+    return wire
+
+
+def _member_wire(m: Member) -> bytes:
+    v, packed = m[0], m[1]
+    tail = _PREFIX_TAIL[m[2]] if len(m) == 3 else bytes((m[2], m[3] >> 8, m[3] & 0xFF))
+    wire: bytes = _AF_BYTE[v] + packed + (_PAD_IP4 if v == 4 else b"") + tail
+    return wire
+
+
+_V4_PREFIX_TAIL = [_PAD_IP4 + tail for tail in _PREFIX_TAIL[:33]]
 
 
 #: vl_api_npol_policy_item_t on the wire: bool is_inbound, u32 rule_id.
