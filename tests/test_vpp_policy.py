@@ -537,3 +537,24 @@ def test_two_texts_of_one_member_value_are_deleted_only_together(node: SimNode) 
     apply(node, st)
     for pkt in allowed:
         assert node.verdict(pkt)[0] is False
+
+
+@pytest.mark.parametrize("failing", ["npol_ipset_create", "npol_ipset_add_del_members"])
+def test_a_failure_while_prefilling_sets_at_a_cold_start_is_repaired_in_the_same_apply(failing: str) -> None:
+    """At a cold start the npol store creates and fills Felix's sets before the programs are
+    computed; VPP refusing one of those messages must neither leave a set short of members
+    under a rule nor stop the endpoint from coming up once the regular path redoes the work."""
+    node = SimNode(backend="npol")
+    try:
+        node.add_pod("calia", [A_IP])
+        st = base_state()
+        assert any(s.members for s in st.ipsets.values())
+        node.server.fail_nth(failing, 1, retval=-12)
+        st.mark_in_sync()
+        board = apply(node, st)
+        assert node.server.calls[failing] >= 2  # the prefill's refused message, then the redo
+        assert board.health(A) == (Health.UP, "")
+        check_all(node, st)
+        assert node.server.state.npol_dangling() == []
+    finally:
+        node.close()

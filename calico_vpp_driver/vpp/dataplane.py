@@ -533,6 +533,8 @@ class VppDataplane:
         board: StatusBoard,
     ) -> None:
         dirty_sets = dirty.ipsets
+        if full and self.npol is not None:
+            self.npol.prefill(state.ipsets, [i for i in state.ipsets if state.ipset_users(i)])
         memo: dict[Any, Block] = {}  # blocks checked against this state, shared by endpoints
         targets: dict[int, tuple[WorkloadEndpointID, _Programs] | None] = {}
         for key in removed:

@@ -123,6 +123,7 @@ class NpolStore:
         self.interface_keys: dict[int, InterfacePolicies] = {}
         self.cnat_enabled: set[int] = set()
         self._suspect: set[SetKey] = set()
+        self._prefilling: _Filling | None = None
         self._dependents: dict[str, set[SetKey]] = {}  # Felix set -> owned sets built from it
         self._garbage = True  # something may have lost its last user: _collect has work
         self.ids_changed = 0  # bumped whenever an object is created or deleted (see record())
@@ -156,8 +157,30 @@ class NpolStore:
                         keys.append(pkey)
             wanted[sw] = InterfacePolicies(tuple(rx), tuple(tx))
 
+        self._finish_prefill()
         self._sync_sets(ipsets, set(dirty_sets))
         self._write(ipsets, contents, wanted)
+
+    def prefill(self, ipsets: Mapping[str, IPSet], ids: Iterable[str]) -> None:
+        """At a cold start (no sets owned yet), create these Felix sets and start sending
+        their members, so that VPP takes them in while the driver computes the programs that
+        will use them. `configure` waits for them before anything else; one that no rule ends up
+        using is collected like any unused set. A failure here is left for `configure` to meet
+        again and report."""
+        if self.sets or self._prefilling is not None:
+            return
+        try:
+            self._prefilling = self._create_sets(ipsets, {("felix", i) for i in ids})
+        except RenderError as exc:
+            log.info("npol_prefill_failed", error=str(exc))
+
+    def _finish_prefill(self) -> None:
+        filling, self._prefilling = self._prefilling, None
+        if filling is not None:
+            try:
+                filling.finish()
+            except RenderError as exc:  # the sets stay recorded empty: the diff refills them
+                log.info("npol_prefill_failed", error=str(exc))
 
     def update_blocks(self, ipsets: Mapping[str, IPSet], blocks: Iterable[tuple[Block, bool]]) -> None:
         """Blocks (with their direction: True = VPP rx) whose content changed but whose key did
@@ -176,6 +199,7 @@ class NpolStore:
         wanted: Mapping[int, InterfacePolicies],
     ) -> None:
         """Make before break: new sets and rules, then policies, then interfaces; deletes last."""
+        self._finish_prefill()
         new_rules: set[NpolRuleSpec] = set()
         for pkey, rules in contents.items():
             owned = self.policies.get(pkey)
