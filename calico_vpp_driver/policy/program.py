@@ -78,7 +78,9 @@ class Program:
 
 DENY_ALL = Program(())
 
-_RULE_CACHE: dict[Rule, tuple[Rule, ...]] = {}
+# By id() (with the rule itself, to check the id was not reused): hashing a Rule hashes every
+# network in it, and a node's programs look up hundreds of thousands of rules.
+_RULE_CACHE: dict[int, tuple[Rule, tuple[Rule, ...]]] = {}
 _INTERN: dict[Rule, Rule] = {}
 
 
@@ -88,9 +90,9 @@ def _intern(rule: Rule) -> Rule:
 
 def family_rules(rule: Rule) -> tuple[Rule, ...]:
     """The rule as Felix renders it per family: zero, one or two rules (log rules: none)."""
-    cached = _RULE_CACHE.get(rule)
-    if cached is not None:
-        return cached
+    cached = _RULE_CACHE.get(id(rule))
+    if cached is not None and cached[0] is rule:
+        return cached[1]
     out: tuple[Rule, ...]
     if rule.action == "log":
         out = ()
@@ -124,7 +126,7 @@ def family_rules(rule: Rule) -> tuple[Rule, ...]:
     if len(_RULE_CACHE) > 200_000:
         _RULE_CACHE.clear()
         _INTERN.clear()
-    _RULE_CACHE[rule] = out
+    _RULE_CACHE[id(rule)] = (rule, out)
     return out
 
 

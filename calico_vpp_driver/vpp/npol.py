@@ -192,7 +192,9 @@ def lower_rule(rule: Rule) -> NpolRuleSpec | None:
     return NpolRuleSpec(action, tuple(filters), tuple(entries))
 
 
-_LOWERED: dict[Rule, NpolRuleSpec | None] = {}
+# Rule caches by id() (with the rule, to check the id was not reused): block rules are interned
+# (policy.program), and hashing a Rule hashes every network in it.
+_LOWERED: dict[int, tuple[Rule, NpolRuleSpec | None]] = {}
 _BLOCK_RULES: dict[Any, tuple[Block, tuple[NpolRuleSpec, ...]]] = {}
 
 
@@ -211,12 +213,14 @@ def block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
 def _block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
     out: list[NpolRuleSpec] = []
     for rule in block.rules:
-        if rule in _LOWERED:
-            spec = _LOWERED[rule]
+        hit = _LOWERED.get(id(rule))
+        if hit is not None and hit[0] is rule:
+            spec = hit[1]
         else:
             if len(_LOWERED) > 200_000:
                 _LOWERED.clear()
-            spec = _LOWERED[rule] = lower_rule(rule)
+            spec = lower_rule(rule)
+            _LOWERED[id(rule)] = (rule, spec)
         if spec is not None:
             out.append(spec)
     if block.end == "deny":
@@ -270,7 +274,7 @@ def _other_protocols_rule(rule: Rule) -> Rule | None:
     )
 
 
-_OTHER: dict[Rule, Rule | None] = {}
+_OTHER: dict[int, tuple[Rule, Rule | None]] = {}
 
 
 _OTHER_BLOCKS: dict[Any, tuple[Block, Block]] = {}
@@ -293,12 +297,14 @@ def other_protocols_block(block: Block) -> Block:
         return hit[1]
     rules = []
     for rule in block.rules:
-        if rule in _OTHER:
-            cut = _OTHER[rule]
+        seen = _OTHER.get(id(rule))
+        if seen is not None and seen[0] is rule:
+            cut = seen[1]
         else:
             if len(_OTHER) > 200_000:
                 _OTHER.clear()
-            cut = _OTHER[rule] = _other_protocols_rule(rule)
+            cut = _other_protocols_rule(rule)
+            _OTHER[id(rule)] = (rule, cut)
         if cut is not None:
             rules.append(cut)
     cut_block = Block(block.key, tuple(rules), block.end)
