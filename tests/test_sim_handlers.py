@@ -899,3 +899,29 @@ def test_npol_members_in_wire_form_act_as_decoded_members(
             replies.append(handle(state, "npol_ipset_add_del_members", req)["retval"])
         results.append((replies, state.npol_ipsets.get(sid).members))  # type: ignore[union-attr]
     assert results[0] == results[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 2**32 - 1)), max_size=12),
+    count_cut=st.integers(0, 3),
+)
+def test_npol_policy_items_in_wire_form_act_as_decoded_items(
+    items: list[tuple[int, int]], count_cut: int
+) -> None:
+    codec = Codec()
+    body = codec.encode("npol_policy_create", {"num_items": 0, "rules": []})[:-4]
+    body += len(items).to_bytes(4, "big") + b"".join(bytes([b]) + r.to_bytes(4, "big") for b, r in items)
+    results = []
+    for wire in (True, False):
+        req = codec.decode("npol_policy_create", body)
+        assert isinstance(req["rules"], WireElements)
+        req["num_items"] = max(0, len(items) - count_cut)
+        if not wire:
+            req["rules"] = list(req["rules"])
+        req.pop("_vl_msg_id", None)
+        state = VppState()
+        pid = handle(state, "npol_policy_create", req)["policy_id"]
+        policy = state.npol_policies.get(pid)
+        results.append((policy.rx, policy.tx))  # type: ignore[union-attr]
+    assert results[0] == results[1]

@@ -244,7 +244,7 @@ class VarArray(Node):
 
 
 #: Element types whose counted arrays decode lazily (see :class:`WireElements`).
-WIRE_FORM_ELEMENTS = frozenset({"npol_ipset_member"})
+WIRE_FORM_ELEMENTS = frozenset({"npol_ipset_member", "npol_policy_item"})
 
 
 class WireElements(Sequence[Any]):

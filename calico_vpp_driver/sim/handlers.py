@@ -58,6 +58,7 @@ sim/README.md.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from ipaddress import (
     IPv4Address,
@@ -1230,12 +1231,20 @@ def npol_rule_delete(state: VppState, req: Request) -> Reply:
 
 
 def _decode_policy(req: Request) -> NpolPolicy:
-    items = list(req.get("rules") or [])
+    items = req.get("rules") or []
     count = min(_get(req, "num_items", len(items)), len(items))
     policy = NpolPolicy()
-    for item in items[:count]:
+    if isinstance(items, WireElements) and items.size == _POLICY_ITEM.size:
+        # Straight from the bytes (bool is_inbound, u32 rule_id), as the codec decodes them.
+        for is_inbound, rule_id in _POLICY_ITEM.iter_unpack(items.data[: count * items.size]):
+            (policy.rx if is_inbound else policy.tx).append(rule_id)
+        return policy
+    for item in list(items)[:count]:
         (policy.rx if _bool(item.get("is_inbound")) else policy.tx).append(_get(item, "rule_id"))
     return policy
+
+
+_POLICY_ITEM = struct.Struct(">?I")
 
 
 def npol_policy_create(state: VppState, req: Request) -> Reply:
