@@ -544,3 +544,68 @@ def test_log_rules_past_the_first_deny_are_not_reported() -> None:
     assert denied_at_egress.why == "egress: tier default, app/good-egress rule 0: deny"
     bad = next(r for r in result.results if r.probe.src.text == "app/bad" and r.probe.port == 80)
     assert bad.why.endswith("[logged by 2 log rules]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where VPP sends a probe (expectVia / expectSource, this project's extension of the format).
+# ---------------------------------------------------------------------------------------------
+
+ROUTED = """\
+ipPools:
+  - {cidr: 10.65.0.0/16, natOutgoing: true, ipipMode: Always, vxlanMode: Never}
+nodes:
+  - {name: node-1, ip: 192.168.0.11, podCIDR: 10.65.1.0/26}
+  - {name: node-2, ip: 192.168.0.12, podCIDR: 10.65.2.0/26}
+namespaces:
+  - {name: x}
+pods:
+  - {name: a, namespace: x, ips: [10.65.1.10]}
+  - {name: c, namespace: x, ips: [10.65.2.10], node: node-2}
+"""
+
+
+def test_a_path_expectation_that_fails_names_the_probe_and_what_happened() -> None:
+    code, out, _ = run(ROUTED + """\
+probes:
+  - {from: x/a, to: x/c, port: 80, expectVia: node-2, expectSource: node}
+  - {from: x/a, to: 8.8.8.8, port: 80, expectVia: uplink, expectSource: own}
+""")
+    assert code == 1, out
+    assert (
+        "FAILED probes[0] (x/a -> x/c tcp/80): sent via ipip:node-2, expected node-2; "
+        "leaves with source own, expected node" in out
+    )
+    assert "FAILED probes[1] (x/a -> 8.8.8.8 tcp/80): leaves with source node, expected own" in out
+
+
+def test_a_path_expectation_needs_vpp_to_forward_the_probe() -> None:
+    text = ROUTED + "probes:\n  - {from: x/a, to: x/c, port: 80, expectVia: 'ipip:node-2'}\n"
+    assert run(text)[0] == 0
+    code, out, _ = run(text, vpp="oracle")
+    assert code == 1 and "need VPP to forward the probe" in out
+    denied = ROUTED + """\
+policies:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: deny, namespace: x}
+    spec: {podSelector: {}, policyTypes: [Egress]}
+probes:
+  - {from: x/a, to: x/c, port: 80, expectVia: 'ipip:node-2'}
+"""
+    code, out, _ = run(denied)
+    assert code == 1 and "VPP dropped it, so it is not forwarded" in out
+
+
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        ("expectVia: node-9", "probes[0].expectVia: 'node-9': expected local, uplink, a node's name"),
+        ("expectVia: 'vxlan:uplink'", "probes[0].expectVia: 'vxlan:uplink': a tunnel goes to a node"),
+        ("expectSource: somewhere", "probes[0].expectSource: 'somewhere': expected own, node or an IP"),
+        ("expect: deny, expectVia: local", "probes[0]: expectVia/expectSource describe a forwarded packet"),
+    ],
+)
+def test_bad_path_expectations_are_errors_naming_the_field(probe: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(ROUTED + f"probes:\n  - {{from: x/a, to: x/c, port: 80, {probe}}}\n")
+    assert message in str(info.value)

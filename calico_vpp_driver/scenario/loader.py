@@ -115,7 +115,7 @@ _TIER_KEYS = ("name", "order", "defaultAction")
 _STEP_KEYS = ("description", "apply", "delete", "probes")
 _DELETE_KEYS = ("kind", "name", "namespace", "apiVersion")
 _PROBE_KEYS = ("name", "from", "to", "protocol", "port", "icmpType", "icmpCode", "ipVersion",
-               "expect")
+               "expect", "expectVia", "expectSource")
 _CALICO_TOP_KEYS = ("apiVersion", "kind", "metadata", "spec")
 _CALICO_META_KEYS = ("name", "namespace", "labels", "annotations")
 _STAGED_K8S_SPEC_KEYS = ("stagedAction", "podSelector", "ingress", "egress", "policyTypes")
@@ -180,6 +180,12 @@ class Probe:
     icmp_type: int | None = None
     icmp_code: int | None = None
     expect: str | None = None  # "allow", "deny" or None
+    # How VPP forwards an allowed probe (this project's extension of the format): "local" (to a pod
+    # on this node), "uplink" (out of the node, not to a known node), a node's name (a route via
+    # its address), "vxlan:<node>" or "ipip:<node>"; and the source address it leaves with:
+    # "own" (unchanged), "node" (SNATed to this node's address) or an address.
+    expect_via: str | None = None
+    expect_source: str | None = None
 
     @property
     def service(self) -> str:
@@ -871,6 +877,26 @@ def _probe(item: Any, path: str, cluster: Cluster, node: str, node_ips: Mapping[
         expect = _str(expect, f"{path}.expect").lower()
         if expect not in ("allow", "deny"):
             _fail(f"{path}.expect", f"must be allow or deny, got {m['expect']!r}")
+    expect_via = _str(m.get("expectVia"), f"{path}.expectVia") or None
+    if expect_via is not None:
+        target = expect_via.split(":", 1)[1] if expect_via.startswith(("vxlan:", "ipip:")) else expect_via
+        names = set(node_ips.values())
+        if target not in ("local", "uplink") and target not in names:
+            _fail(
+                f"{path}.expectVia",
+                f"{expect_via!r}: expected local, uplink, a node's name or vxlan:/ipip:<node name>"
+                f" (nodes: {', '.join(sorted(names)) or 'none'})",
+            )
+        if target in ("local", "uplink") and target != expect_via:
+            _fail(f"{path}.expectVia", f"{expect_via!r}: a tunnel goes to a node")
+    expect_source = _str(m.get("expectSource"), f"{path}.expectSource") or None
+    if expect_source not in (None, "own", "node"):
+        try:
+            ipaddress.ip_address(expect_source)
+        except ValueError:
+            _fail(f"{path}.expectSource", f"{expect_source!r}: expected own, node or an IP address")
+    if (expect_via or expect_source) and expect == "deny":
+        _fail(path, "expectVia/expectSource describe a forwarded packet: not with expect: deny")
     return Probe(
         where=path,
         name=_str(m.get("name"), f"{path}.name"),
@@ -883,6 +909,8 @@ def _probe(item: Any, path: str, cluster: Cluster, node: str, node_ips: Mapping[
         icmp_type=icmp_type,
         icmp_code=icmp_code,
         expect=expect,
+        expect_via=expect_via,
+        expect_source=expect_source,
     )
 
 

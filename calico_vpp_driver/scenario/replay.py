@@ -47,6 +47,7 @@ from ..model.state import DesiredState
 from ..model.types import WorkloadEndpointID
 from ..policy.verdict import LOCAL_HOST, Packet, Side, Verdict, connection_verdict
 from ..sim.node import SimNode
+from ..sim.packet import Egress
 from .calc import FelixCalc, diff_stream
 from .loader import Probe, ProbeEnd, Scenario, load_scenario
 from .resources import ScenarioError
@@ -77,6 +78,8 @@ class ProbeResult:
     verdict: Verdict  # the oracle's
     vpp_allow: bool | None = None  # VPP's verdict; None when VPP did not judge this probe
     vpp_trace: tuple[str, ...] = ()
+    path: str | None = None  # how VPP sent it on (see Probe.expect_via), when it did
+    source: str | None = None  # the source it left with (see Probe.expect_source), when it did
 
     @property
     def judged_by(self) -> str:
@@ -96,7 +99,28 @@ class ProbeResult:
         """None when the probe has no expectation (and VPP agrees with the oracle)."""
         if self.disagrees:
             return False
-        return None if self.probe.expect is None else self.probe.expect == self.actual
+        if self.path_problem:
+            return False
+        if self.probe.expect is None and not (self.probe.expect_via or self.probe.expect_source):
+            return None
+        return self.probe.expect in (None, self.actual)
+
+    @property
+    def path_problem(self) -> str:
+        """What contradicts the probe's expectVia/expectSource ("" when nothing does)."""
+        p = self.probe
+        if not (p.expect_via or p.expect_source):
+            return ""
+        if self.vpp_allow is None:
+            return "expectVia/expectSource need VPP to forward the probe (--vpp sim, not to or from the node)"
+        if not self.vpp_allow:
+            return "VPP dropped it, so it is not forwarded"
+        wrong = []
+        if p.expect_via and p.expect_via != self.path:
+            wrong.append(f"sent via {self.path}, expected {p.expect_via}")
+        if p.expect_source and p.expect_source != self.source:
+            wrong.append(f"leaves with source {self.source}, expected {p.expect_source}")
+        return "; ".join(wrong)
 
     @property
     def why(self) -> str:
@@ -239,8 +263,11 @@ def replay(scenario: Scenario, *, vpp: str = "sim", backend: str = "auto") -> Re
             for probe in stage.probes:
                 packet = probe_packet(probe)
                 verdict = connection_verdict(state, cfg, _side(probe.src), _side(probe.dst), packet)
-                vpp_allow, trace = _vpp_verdict(node, probe, packet)
-                out.results.append(ProbeResult(stage.label, probe, packet, verdict, vpp_allow, tuple(trace)))
+                vpp_allow, trace, egress = _vpp_verdict(node, probe, packet)
+                path, source = _path(scenario, node, probe, egress) if node and egress else (None, None)
+                out.results.append(
+                    ProbeResult(stage.label, probe, packet, verdict, vpp_allow, tuple(trace), path, source)
+                )
             old = new
     finally:
         if node is not None:
@@ -281,16 +308,41 @@ def _program(
     node.server.errors.clear()
 
 
-def _vpp_verdict(node: SimNode | None, probe: Probe, packet: Packet) -> tuple[bool | None, list[str]]:
-    """VPP's verdict for a probe between local pods and the outside (None: not judged by VPP)."""
+def _vpp_verdict(
+    node: SimNode | None, probe: Probe, packet: Packet
+) -> tuple[bool | None, list[str], Egress | None]:
+    """VPP's verdict for a probe between local pods and the outside (None: not judged by VPP),
+    its trace, and how VPP sent the packet on if it did."""
     if node is None or probe.src.host or probe.dst.host:
-        return None, []
+        return None, [], None
     src_pod = None
     if probe.src.endpoint_key is not None:
         src_pod = _pod_name(node, probe.src.ip)
         if src_pod is None:
-            return None, []
-    return node.verdict(packet, src_pod)
+            return None, [], None
+    outcome = node.forward(packet, src_pod)
+    return outcome.verdict == "allow", outcome.trace, outcome.egress
+
+
+def _path(scenario: Scenario, node: SimNode, probe: Probe, egress: Egress) -> tuple[str, str]:
+    """The egress in the probe expectations' terms: (expectVia form, expectSource form)."""
+    node_names = {ipaddress.ip_interface(n.ip).ip: n.name for n in scenario.nodes}
+    if any(pod.sw_if_index == egress.sw_if_index for pod in node.pods.values()):
+        via = "local"
+    elif egress.via is not None and egress.via in node_names:
+        via = node_names[egress.via]
+        via = f"{egress.encap}:{via}" if egress.encap else via
+    elif egress.encap is not None:
+        via = f"{egress.encap}:{egress.via}"  # a tunnel to an address that is no node's
+    else:
+        via = "uplink"
+    if str(egress.source) == probe.src.ip:
+        source = "own"
+    elif node_names.get(egress.source) == scenario.node:
+        source = "node"
+    else:
+        source = str(egress.source)
+    return via, source
 
 
 def _pod_name(node: SimNode, ip: str) -> str | None:
@@ -355,6 +407,8 @@ def format_result(
         step = "start" if r.stage == "start" else r.stage.removeprefix("step ")
         src, dst = _end(p.src, pods, node_ips), _end(p.dst, pods, node_ips)
         why = r.why
+        if r.path:
+            why = f"{why} [via {r.path}, source {r.source}]"
         if r.disagrees:
             why = f"VPP {r.actual} but the oracle {'allows' if r.verdict.allow else 'denies'}: {why}"
         rows.append(
@@ -384,6 +438,8 @@ def format_result(
                 f"FAILED {r.probe.label}: VPP says {r.actual}, the oracle the opposite; VPP's trace:"
             )
             lines.extend(f"    {t}" for t in r.vpp_trace)
+        elif r.path_problem:
+            lines.append(f"FAILED {r.probe.label}: {r.path_problem}")
         else:
             lines.append(f"FAILED {r.probe.label}: expected {r.probe.expect}, got {r.actual} ({r.why})")
     if result.ok:

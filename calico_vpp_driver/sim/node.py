@@ -28,7 +28,7 @@ from ..policy.verdict import Packet as OraclePacket
 from ..vpp.client import VppClient
 from ..vpp.dataplane import STATE_FILE, VppDataplane
 from ..vpp.pods import PodInterfaces
-from .packet import Packet, evaluate
+from .packet import Outcome, Packet, forward
 from .server import SimServer
 from .state import VppState
 
@@ -190,12 +190,14 @@ class SimNode:
     ) -> tuple[bool, list[str]]:
         """Whether VPP lets the first packet of a new flow through: from `src_pod` (or from
         outside, entering on the uplink) to wherever the FIB sends it."""
+        outcome = self.forward(packet, src_pod, icmp_id=icmp_id)
+        return outcome.verdict == "allow", outcome.trace
+
+    def forward(self, packet: OraclePacket, src_pod: str | None = None, *, icmp_id: int = 0) -> Outcome:
+        """`verdict`, with how VPP sends the packet on when it lets it through."""
         rx = self.pods[src_pod].sw_if_index if src_pod is not None else self.uplink
         with self.server.lock:
-            verdict, trace = evaluate(
-                self.server.state, to_sim_packet(packet, icmp_id), rx, use_sessions=False
-            )
-        return verdict == "allow", trace
+            return forward(self.server.state, to_sim_packet(packet, icmp_id), rx, use_sessions=False)
 
     @property
     def server(self) -> SimServer:

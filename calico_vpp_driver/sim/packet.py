@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Any
+from typing import Any, NamedTuple
 
 from .state import (
     CNAT_IF_HOST,
@@ -671,10 +671,30 @@ def _snat(
 # The pipeline
 
 
+class Egress(NamedTuple):
+    """How an allowed packet leaves VPP: the interface, the node it is sent to (a tunnel's
+    remote end, else the route's next hop; None when the destination is attached), the
+    encapsulation (None, "vxlan", "ipip") and its source address as it leaves (after SNAT)."""
+
+    sw_if_index: int
+    interface: str
+    via: IPAddr | None
+    encap: str | None
+    source: IPAddr
+
+
+class Outcome(NamedTuple):
+    verdict: str
+    trace: list[str]
+    egress: Egress | None  # None unless the packet was forwarded
+
+
 class _Eval:
     def __init__(self, state: VppState, pkt: Packet, use_sessions: bool) -> None:
         self.state = state
         self.pkt = pkt
+        self.hops: list[IPAddr] = []  # next hops of the forwarding lookup
+        self.egress: Egress | None = None
         self.trace: list[str] = []
         self.use_sessions = use_sessions
         self.flow: CnatFlow | None = None
@@ -829,7 +849,8 @@ class _Eval:
     def route_and_output(self, rx: Interface | None, table_id: int, flow_hash: int) -> str:
         state, trace = self.state, self.trace
         pkt = self.pkt
-        kind, sw, steps = state.resolve(pkt.is_ip6, table_id, pkt.dst, flow_hash)
+        self.hops = []
+        kind, sw, steps = state.resolve(pkt.is_ip6, table_id, pkt.dst, flow_hash, hops=self.hops)
         trace.extend(steps)
         if kind == "cnat-vip":
             if rx is not None and rx.cnat_feature and self.cnat_state != "err":
@@ -847,7 +868,8 @@ class _Eval:
                 )
             trace.append("cnat-vip (FIB-attached VIP, no cnat feature on rx): DNAT without npol")
             self.pkt = pkt = _apply(pkt, new)
-            kind, sw, steps = state.resolve(pkt.is_ip6, table_id, pkt.dst, flow_hash)
+            self.hops = []
+            kind, sw, steps = state.resolve(pkt.is_ip6, table_id, pkt.dst, flow_hash, hops=self.hops)
             trace.extend(steps)
         if kind == "drop":
             return self.deny(f"the FIB drops {pkt.dst}")
@@ -872,11 +894,15 @@ class _Eval:
                 return out
         else:
             trace.append(f"cnat: feature not enabled on {tx.name}: no npol tx hook, no SNAT")
-        if tx.kind in ("vxlan", "ipip"):
+        encap = tx.kind if tx.kind in ("vxlan", "ipip") else None
+        via = self.hops[0] if self.hops else None  # the next hop the route names
+        if encap is not None:
             denied = self.encapsulate(tx, flow_hash)
             if denied is not None:
                 return denied
+            via = tx.info["dst"]
         trace.append(f"ALLOW: forwarded out {tx.name} as {self.pkt.describe()}")
+        self.egress = Egress(tx.sw_if_index, tx.name, via, encap, self.pkt.src)
         return ALLOW
 
     def encapsulate(self, tx: Interface, flow_hash: int) -> str | None:
@@ -984,19 +1010,34 @@ def evaluate(
     packets of known flows, and new flows create sessions. `use_sessions=False` judges
     the packet as the first of a new flow and leaves the state untouched.
     """
+    outcome = forward(state, packet, rx_sw_if_index, use_sessions=use_sessions)
+    return outcome.verdict, outcome.trace
+
+
+def forward(
+    state: VppState,
+    packet: Packet | Mapping[str, Any],
+    rx_sw_if_index: int | None = None,
+    *,
+    use_sessions: bool = True,
+) -> Outcome:
+    """`evaluate`, with how the packet leaves when it is forwarded."""
     ev = _Eval(state, as_packet(packet), use_sessions)
     verdict = ev.run(rx_sw_if_index)
-    return verdict, ev.trace
+    return Outcome(verdict, ev.trace, ev.egress if verdict == ALLOW else None)
 
 
 __all__ = [
     "ALLOW",
     "DENY",
+    "Egress",
+    "Outcome",
     "Packet",
     "acl_stage",
     "as_packet",
     "cnat_tuple",
     "evaluate",
+    "forward",
     "match_rule",
     "npol_verdict",
     "parse_proto",

@@ -859,10 +859,17 @@ class VppState:
         return found
 
     def resolve(
-        self, is_ip6: bool, table_id: int, addr: IPAddr, flow_hash: int, depth: int = 0
+        self,
+        is_ip6: bool,
+        table_id: int,
+        addr: IPAddr,
+        flow_hash: int,
+        depth: int = 0,
+        hops: list[IPAddr] | None = None,
     ) -> tuple[str, int | None, list[str]]:
         """Where the FIB sends `addr`: ("tx", sw_if_index) | ("local", sw_if_index) |
-        ("drop", None) | ("cnat-vip", None), with the lookup steps for a trace."""
+        ("drop", None) | ("cnat-vip", None), with the lookup steps for a trace. `hops`, if
+        given, gets the next hops of the paths followed, outermost first."""
         steps: list[str] = []
         entry = self.lookup(is_ip6, table_id, addr)
         if entry is None:
@@ -887,6 +894,8 @@ class VppState:
             return "drop", None, [*steps, f"fib: path type {path.type} drops"]
         if path.type == PATH_TYPE_LOCAL:
             return "local", path.sw_if_index if path.sw_if_index != U32_MAX else None, steps
+        if hops is not None and path.nh is not None and int(path.nh) != 0:
+            hops.append(path.nh)
         if path.sw_if_index != U32_MAX:
             if path.sw_if_index not in self.interfaces:
                 return "drop", None, [*steps, f"fib: path via deleted sw_if_index {path.sw_if_index}"]
@@ -898,7 +907,7 @@ class VppState:
         target = addr if path.nh is None or int(path.nh) == 0 else path.nh
         kind = "deag" if target is addr else "recursive"
         steps.append(f"fib: {kind} lookup of {target} in table {path.table_id}")
-        result, sw_if_index, more = self.resolve(is_ip6, path.table_id, target, flow_hash, depth + 1)
+        result, sw_if_index, more = self.resolve(is_ip6, path.table_id, target, flow_hash, depth + 1, hops)
         return result, sw_if_index, steps + more
 
     # -- npol --------------------------------------------------------------------------
