@@ -141,6 +141,9 @@ class _Cni:
         self.socket = cfg.vpp_cni_socket
         self.pods = PodInterfaces(dataplane.vpp_client, cfg, notifier=dataplane, links=LinuxPodLinks())
         self.server = CniServer(self.socket, self.pods).start()
+        # Pods VPP lost (it restarted, now or while the driver was down) are made again.
+        dataplane.on_vpp_restart(self.pods.restore)
+        threading.Thread(target=self.pods.restore, daemon=True, name="pod-restore").start()
         log.info("cni_server_listening", socket=self.socket, pod_interface=cfg.vpp_pod_interface)
 
     @classmethod

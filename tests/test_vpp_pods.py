@@ -6,7 +6,12 @@ veth fallback where VPP cannot make taps."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,3 +351,94 @@ def test_spoofing_allowances_replace_strict_urpf_by_a_source_check(node: SimNode
     node.dataplane.configure(replace(cfg, workload_source_spoofing="Disabled"))
     with_allowances("10.7.0.0/16")
     assert itf.urpf[(True, 0)] == 2 and node.verdict(allowed, "calia")[0] is False
+
+
+# ---------------------------------------------------------------------------------- VPP restarts
+
+
+def recorded_pods(node: SimNode, links: Any = None) -> PodInterfaces:
+    cfg = replace(node.config, vpp_state_dir=node.state_dir)
+    return PodInterfaces(lambda: node.client, cfg, notifier=node.dataplane, links=links)
+
+
+def restart_vpp(node: SimNode) -> None:
+    """VPP restarts; returns once the driver's client is connected to the new one."""
+    generation = node.client.generation
+    node.server.restart()
+    deadline = time.monotonic() + 10
+    while node.client.generation == generation:
+        assert time.monotonic() < deadline, "the client did not reconnect"
+        time.sleep(0.01)
+
+
+def pod_tags(node: SimNode) -> dict[str, int]:
+    out = {}
+    for sw, itf in node.server.state.interfaces.items():
+        tag = parse_pod_tag(itf.tag)
+        if tag is not None:
+            out[tag.name] = sw
+    return out
+
+
+def test_pods_vpp_lost_when_it_restarted_are_made_again_and_bound(node: SimNode) -> None:
+    st = allow_all_state((A, "calia", A_IP), (B, "calib", B_IP))
+    board = StatusBoard()
+    pods = recorded_pods(node)
+    connections = threading.Event()
+    node.dataplane.on_vpp_restart(connections.set)
+    pods.add(request(A, "calia", A_IP, A_IP6))
+    pods.add(request(B, "calib", B_IP))
+    apply(node, st, board)
+    assert board.health(A)[0] == board.health(B)[0] == Health.UP
+    assert pods.restore() == []  # nothing lost
+
+    restart_vpp(node)
+    apply(node, st, board)  # the dataplane notices the restart and runs its hooks
+    assert connections.wait(5)
+    assert pod_tags(node) == {}
+    assert sorted(pods.restore()) == [str(request(A, "calia").identity), str(request(B, "calib").identity)]
+    assert set(pod_tags(node)) == {"calia", "calib"}
+    assert host_routes(node, pod_tags(node)["calia"]) == {A_IP, A_IP6}
+    apply(node, st, board)
+    assert board.health(A) == (Health.UP, "") and board.health(B) == (Health.UP, "")
+
+    # A DEL leaves the record: after the next restart only A comes back.
+    pods.delete("/var/run/netns/calib", "eth0")
+    restart_vpp(node)
+    assert pods.restore() == [str(request(A, "calia").identity)]
+    assert set(pod_tags(node)) == {"calia"}
+
+
+def test_a_driver_started_after_vpp_restarted_makes_the_recorded_pods_again(node: SimNode) -> None:
+    recorded_pods(node).add(request(A, "calia", A_IP))
+    restart_vpp(node)
+    node.dataplane = node.new_dataplane()  # a new driver process, same state directory
+    fresh = recorded_pods(node)
+    assert fresh.restore() == [str(request(A, "calia").identity)]
+    st, board = allow_all_state((A, "calia", A_IP)), StatusBoard()
+    apply(node, st, board)
+    assert board.health(A)[0] == Health.UP
+
+
+def test_a_pod_whose_netns_is_gone_is_forgotten_not_restored(node: SimNode) -> None:
+    tmp_path = Path(node.state_dir).parent  # short: VPP takes netns paths of up to 63 bytes
+    live = tmp_path / "netns-a"
+    live.write_text("")
+    links = FakeLinks()
+    pods = recorded_pods(node, links)
+    pods.add(request(A, "calia", A_IP, netns=str(live)))
+    pods.add(request(B, "calib", B_IP, netns=str(tmp_path / "netns-b")))  # its pod is about to go
+    restart_vpp(node)
+    assert pods.restore() == [str(request(A, "calia").identity)]
+    assert set(pod_tags(node)) == {"calia"}
+    record = json.loads((Path(node.state_dir) / "pods.json").read_text())
+    assert [p["host_interface_name"] for p in record["pods"].values()] == ["calia"]
+
+
+def test_an_unreadable_pod_record_is_logged_and_ignored(node: SimNode) -> None:
+    Path(node.state_dir).mkdir(parents=True, exist_ok=True)
+    (Path(node.state_dir) / "pods.json").write_text("{not json")
+    pods = recorded_pods(node)
+    assert pods.restore() == []
+    pods.add(request(A, "calia", A_IP))  # and it is written anew
+    assert json.loads((Path(node.state_dir) / "pods.json").read_text())["pods"]

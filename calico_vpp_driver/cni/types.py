@@ -7,9 +7,20 @@ the boundary plain data lets both sides be tested alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
-from typing import Protocol
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+    ip_interface,
+    ip_network,
+)
+from typing import Any, Protocol
 
 IPInterface = IPv4Interface | IPv6Interface
 IPAddress = IPv4Address | IPv6Address
@@ -42,6 +53,38 @@ class PodRequest:
     mtu: int = 0  # 0 = the driver's configured pod MTU
     allow_ip_forwarding: bool = False
     options: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # dataplane_options
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as JSON values (kept so that pods VPP lost can be made again)."""
+        return {
+            "netns": self.netns,
+            "interface_name": self.interface_name,
+            "host_interface_name": self.host_interface_name,
+            "identity": [self.identity.orchestrator, self.identity.workload, self.identity.endpoint],
+            "addresses": [str(a) for a in self.addresses],
+            "gateways": [str(g) for g in self.gateways],
+            "routes": [str(r) for r in self.routes],
+            "mtu": self.mtu,
+            "allow_ip_forwarding": self.allow_ip_forwarding,
+            "options": [list(o) for o in self.options],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PodRequest:
+        """`to_json`'s inverse; raises KeyError, TypeError or ValueError on anything else."""
+        orchestrator, workload, endpoint = (str(x) for x in data["identity"])
+        return cls(
+            netns=str(data["netns"]),
+            interface_name=str(data["interface_name"]),
+            host_interface_name=str(data["host_interface_name"]),
+            identity=WorkloadIdentity(orchestrator, workload, endpoint),
+            addresses=tuple(ip_interface(a) for a in data["addresses"]),
+            gateways=tuple(ip_address(g) for g in data["gateways"]),
+            routes=tuple(ip_network(r) for r in data["routes"]),
+            mtu=int(data["mtu"]),
+            allow_ip_forwarding=bool(data["allow_ip_forwarding"]),
+            options=tuple((str(k), str(v)) for k, v in data["options"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)

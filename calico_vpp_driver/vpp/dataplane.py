@@ -125,6 +125,7 @@ class VppDataplane:
         self._wake: Callable[[], None] = lambda: None
         self._deny_lock = threading.Lock()
         self._deny_acl: tuple[int, int] | None = None  # (client generation, acl_index)
+        self._restart_hooks: list[Callable[[], None]] = []
         self._last_refresh = -1e9
         self._bound: dict[WorkloadEndpointID, int] = {}
         self._pod_interfaces: set[int] = set()  # interfaces known to face pods
@@ -171,6 +172,12 @@ class VppDataplane:
     def set_waker(self, wake: Callable[[], None]) -> None:
         """How to bring the apply loop round at once (a pod interface appeared)."""
         self._wake = wake
+
+    def on_vpp_restart(self, hook: Callable[[], None]) -> None:
+        """Run `hook` (in a thread of its own: it may take the dataplane's locks) at each new VPP
+        connection (the first one, and after VPP restarted): the CNI side makes the pod
+        interfaces VPP lost again."""
+        self._restart_hooks.append(hook)
 
     def wants_apply(self) -> bool:
         """Work of its own: a retry whose backoff is over, a new pod interface, or endpoints
@@ -300,6 +307,9 @@ class VppDataplane:
         log.info("vpp_policy_backend", backend=wanted, vpp_instance=self.client.instance_id)
 
     def _reset_stores(self) -> None:
+        """A new VPP connection (the first, or VPP restarted): start over, and run the hooks."""
+        for hook in self._restart_hooks:
+            threading.Thread(target=hook, daemon=True, name="vpp-connect-hook").start()
         self._generation = self.client.generation
         self.acls = AclStore(self.client)
         self.npol = NpolStore(self.client) if self.backend == "npol" else None

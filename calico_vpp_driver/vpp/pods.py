@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +45,7 @@ from ..cni.netns import GATEWAY_MAC, pod_routes
 from ..cni.types import IPNetwork, PodError, PodRequest, PodResult
 from ..config import Config
 from .errors import VppApiError, VppError
+from .records import read_record, write_record
 
 log = structlog.get_logger("calico_vpp_driver.vpp.pods")
 
@@ -56,6 +58,9 @@ ERR_SYSCALL_ERROR_1 = -11  # tap_create_v3 without /dev/vhost-net
 
 POD_TAG_PREFIX = "cvdpod:"
 LOOPBACK_TAG = "cvd-pods-loopback"
+#: The CNI ADDs in force, under `VPPStateDir`: VPP loses every pod interface when it restarts, and
+#: the CNI plugin will not ask again, so the driver makes them again from this record.
+RECORD_FILE = "pods.json"
 # The pods' loopback: its addresses are what pod interfaces borrow (and, for veth pods, the
 # gateway their default route points at; VPP answers ARP for it on the unnumbered interface).
 LOOPBACK_ADDRESSES = ("169.254.1.1/32", "fd00:cafe:169:254::1/128")
@@ -156,6 +161,8 @@ class PodInterfaces:
         self.loopback = -1
         self._pods: dict[str, _Pod] = {}  # netns_key -> pod
         self._veth = config.vpp_pod_interface == "veth"
+        self._record = os.path.join(config.vpp_state_dir, RECORD_FILE) if config.vpp_state_dir else None
+        self._requests: dict[str, PodRequest] = self._read_requests()  # netns_key -> its ADD
 
     # ------------------------------------------------------------------ CNI
 
@@ -180,6 +187,8 @@ class PodInterfaces:
                 self._remove(c, key, existing, request.netns, request.interface_name)
             pod = self._create(c, request, tag, where)
             self._pods[key] = pod
+            self._requests[key] = request
+            self._write_requests()
             # Under the lock: the dataplane sees adds and removes of an index in VPP's order (a
             # late "added" after a DEL would bind the next pod's reused index to this identity).
             if self.notifier is not None:
@@ -200,11 +209,63 @@ class PodInterfaces:
             c = self._ready(f"netns {netns}, interface {interface_name}")
             key = netns_key(netns, interface_name)
             pod = self._pods.get(key)
+            if self._requests.pop(key, None) is not None:
+                self._write_requests()
             if pod is None:
                 log.info("pod_interface_absent", netns=netns, interface=interface_name)
                 return
             self._remove(c, key, pod, netns, interface_name)
         log.info("pod_interface_deleted", netns=netns, interface=interface_name, sw_if_index=pod.sw_if_index)
+
+    def restore(self) -> list[str]:
+        """Make again the pod interfaces of recorded ADDs that VPP does not have (it restarted,
+        maybe while the driver was down), as the CNI plugin asked for them; returns the pods
+        made. A pod whose network namespace is gone is forgotten; other failures are logged and
+        tried again at the next restore."""
+        with self._lock:
+            try:
+                self._ready("restoring pod interfaces")
+            except PodError as exc:
+                log.warning("pods_not_restored", error=str(exc))
+                return []
+            missing = [r for k, r in sorted(self._requests.items()) if k not in self._pods]
+        made = []
+        for request in missing:
+            if self.links is not None and not os.path.exists(request.netns):
+                log.info("pod_gone", pod=str(request.identity), netns=request.netns)
+                with self._lock:
+                    if self._requests.pop(netns_key(request.netns, request.interface_name), None):
+                        self._write_requests()
+                continue
+            try:
+                self.add(request)
+            except PodError as exc:
+                log.error("pod_not_restored", pod=str(request.identity), error=str(exc))
+                continue
+            made.append(str(request.identity))
+        if made:
+            log.warning("pods_restored", pods=made, detail="VPP had lost their interfaces; made again")
+        return made
+
+    def _read_requests(self) -> dict[str, PodRequest]:
+        if self._record is None:
+            return {}
+        data = read_record(self._record, None, "pods") or {}
+        out: dict[str, PodRequest] = {}
+        for key, item in (data.get("pods") or {}).items():
+            try:
+                out[str(key)] = PodRequest.from_json(item)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("pod_record_entry_unreadable", path=self._record, key=key, error=str(exc))
+        return out
+
+    def _write_requests(self) -> None:
+        if self._record is None:
+            return
+        try:
+            write_record(self._record, None, {"pods": {k: r.to_json() for k, r in self._requests.items()}})
+        except OSError as exc:  # the pods work; only a restore after a VPP restart would miss them
+            log.error("pod_record_not_written", path=self._record, error=str(exc))
 
     def pods(self) -> dict[str, int]:
         """Host-side interface name -> sw_if_index of every pod interface (for tests and show)."""
@@ -233,7 +294,7 @@ class PodInterfaces:
             log.warning(
                 "vpp_restarted_pods_lost",
                 pods=sorted(p.tag.name for p in self._pods.values()),
-                detail="VPP restarted: its pod interfaces are gone; the pods must be recreated",
+                detail="VPP restarted: its pod interfaces are gone; the recorded pods are made again",
             )
         self._pods.clear()
         self.loopback = -1
