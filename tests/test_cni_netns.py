@@ -438,3 +438,46 @@ def test_real_pod_reaches_a_gateway_answering_as_gateway_mac(real_netns: str) ->
             srv.wait()
     finally:
         subprocess.run(["ip", "netns", "del", os.path.basename(gw)], check=False)
+
+
+# --- TUN taps: what VPP does not set -------------------------------------------------------------
+
+
+def test_tun_configure_adds_every_address_forwarding_and_routes(fake: FakeIp, ns: str) -> None:
+    from dataclasses import replace
+
+    from calico_vpp_driver.cni.links import LinuxPodLinks
+
+    req = replace(request(ns, "10.65.0.5/32", "10.65.9.9/32", "fd00:65::5/128"), allow_ip_forwarding=True)
+    LinuxPodLinks(fake).tun_configure(req, pod_routes(req))
+    n = ["nsenter", f"--net={ns}"]
+    assert fake.calls == [
+        [*n, "ip", "addr", "replace", "10.65.0.5/32", "dev", "eth0"],
+        [*n, "ip", "addr", "replace", "10.65.9.9/32", "dev", "eth0"],
+        [*n, "ip", "addr", "replace", "fd00:65::5/128", "dev", "eth0", "nodad"],
+        [*n, "sysctl", "-w", "net.ipv4.ip_forward=1"],
+        [*n, "sysctl", "-w", "net.ipv6.conf.all.forwarding=1"],
+        [*n, "ip", "route", "replace", "0.0.0.0/0", "dev", "eth0"],
+        [*n, "ip", "-6", "route", "replace", "::/0", "dev", "eth0"],
+    ]
+    fake.calls.clear()
+    LinuxPodLinks(fake).tun_configure(request(ns, "10.65.0.5/32"), [IPv4Network("0.0.0.0/0")])
+    assert not any("sysctl" in c for c in fake.calls)  # forwarding stays off unless allowed
+
+
+def test_a_failed_tun_command_names_the_pod_and_the_command(fake: FakeIp, ns: str) -> None:
+    from calico_vpp_driver.cni.links import LinuxPodLinks
+
+    fake.fail[f"nsenter --net={ns} ip addr replace"] = CommandResult(
+        2, "", "RTNETLINK answers: Permission denied"
+    )
+    with pytest.raises(PodError, match=f"pod netns {ns}, interface eth0.*Permission denied"):
+        LinuxPodLinks(fake).tun_configure(request(ns, "10.65.0.5/32"), [])
+
+
+def test_a_veth_pod_allowed_to_forward_gets_the_sysctl(fake: FakeIp, ns: str) -> None:
+    from dataclasses import replace
+
+    plumber(fake).add(replace(request(ns, "10.65.0.5/32"), allow_ip_forwarding=True), 1410)
+    assert ["nsenter", f"--net={ns}", "sysctl", "-w", "net.ipv4.ip_forward=1"] in fake.calls
+    assert not any("net.ipv6" in " ".join(c) for c in fake.calls)  # no IPv6 address, no IPv6 sysctl

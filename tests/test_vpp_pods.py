@@ -257,8 +257,10 @@ class FakeLinks:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def tun_routes(self, netns: str, interface_name: str, routes: Sequence[IPNetwork]) -> None:
-        self.calls.append(("tun_routes", netns, interface_name, tuple(str(r) for r in routes)))
+    def tun_configure(self, request: PodRequest, routes: Sequence[IPNetwork]) -> None:
+        self.calls.append(
+            ("tun_configure", request.netns, request.interface_name, tuple(str(r) for r in routes))
+        )
 
     def create_veth(self, request: PodRequest, mtu: int) -> str:
         self.calls.append(("create_veth", request.host_interface_name, mtu))

@@ -131,11 +131,13 @@ class VethPlumber:
         nsenter: str = "nsenter",
         python: str = sys.executable,
         gateway_mac: str | None = GATEWAY_MAC,
+        sysctl: str = "sysctl",
     ) -> None:
         self._run = runner
         self._ip = ip
         self._nsenter = nsenter
         self._python = python
+        self._sysctl = sysctl
         self._gateway_mac = gateway_mac
 
     # --- add ---------------------------------------------------------------------------------
@@ -215,6 +217,8 @@ class VethPlumber:
                 gw = str(GATEWAY_V4 if family == 4 else GATEWAY_V6)
                 pin = ["lladdr", self._gateway_mac, "dev", ifname, "nud", "permanent"]
                 self._check(where, self._in(ns, [self._ip, "neigh", "replace", gw, *pin]))
+        for argv in forwarding_sysctls(request, self._sysctl):
+            self._check(where, self._in(ns, argv))
         for route in pod_routes(request):
             self._check(where, self._in(ns, _route_cmd(self._ip, route, ifname)))
         self._check(where, self._in(ns, [self._python, "-I", "-S", "-c", TX_CSUM_OFF, ifname]))
@@ -282,6 +286,17 @@ class VethPlumber:
         if out.returncode != 0:
             raise command_error(where, argv, out)
         return out
+
+
+def forwarding_sysctls(request: PodRequest, sysctl: str = "sysctl") -> list[list[str]]:
+    """The commands (to run in the pod's namespace) that let the pod forward packets, for the
+    families it has addresses in, when the CNI request allows it (`allow_ip_forwarding`, from
+    the plugin's container settings); none otherwise (the namespace's default: off)."""
+    if not request.allow_ip_forwarding:
+        return []
+    families = {a.version for a in request.addresses}
+    keys = [k for f, k in ((4, "net.ipv4.ip_forward"), (6, "net.ipv6.conf.all.forwarding")) if f in families]
+    return [[sysctl, "-w", f"{k}=1"] for k in keys]
 
 
 def pod_routes(request: PodRequest) -> list[IPNetwork]:

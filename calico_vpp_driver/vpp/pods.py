@@ -120,8 +120,10 @@ class PodNotifier(Protocol):
 class PodLinks(Protocol):
     """What happens inside Linux for a pod (`cni/netns.py`); absent in the simulator."""
 
-    def tun_routes(self, netns: str, interface_name: str, routes: Sequence[IPNetwork]) -> None:
-        """Routes in the pod through its TUN interface (no gateway: an L3 link)."""
+    def tun_configure(self, request: PodRequest, routes: Sequence[IPNetwork]) -> None:
+        """The pod's side of its TUN interface beyond what VPP sets: every address (VPP sets one
+        per family), forwarding if the request allows it, and `routes` through the interface
+        (no gateway: an L3 link)."""
 
     def create_veth(self, request: PodRequest, mtu: int) -> str:
         """A veth pair: host end `request.host_interface_name`, pod end configured; returns
@@ -375,7 +377,7 @@ class PodInterfaces:
             ):
                 result.unwrap()
             if kind == "tap" and self.links is not None:
-                self.links.tun_routes(req.netns, req.interface_name, pod_routes(req))
+                self.links.tun_configure(req, pod_routes(req))
             return pod
         except VppError as exc:
             self._undo(c, sw, kind, req, addresses)
