@@ -13,8 +13,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# On every CPU (pytest-xdist), one test handed out at a time, the long property tests first
+# (tests/conftest.py says why). `$(PY) -m pytest` alone runs the same suite in one process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist load --maxschedchunk 1
 
 # Replay the bundled scenario (calico_vpp_driver/scenario/demo.yaml): probe table, then Felix messages.
 demo: $(STAMP)

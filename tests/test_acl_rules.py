@@ -737,6 +737,7 @@ def check_in_simulator(acl: Sequence[AclRule], packets_: Sequence[Packet]) -> No
         assert (hit is not None and hit.is_permit in (1, 2)) == acl_allows(acl, p), p
 
 
+@pytest.mark.long_running
 @PROPERTY_SETTINGS
 @given(case=policy_cases(), stateful=st.booleans(), delegate=delegates, sim=st.integers(0, 9))
 def test_acl_equals_program_on_policy_cases(
@@ -778,6 +779,7 @@ PATHS = {
 }
 
 
+@pytest.mark.long_running
 @PROPERTY_SETTINGS
 @given(
     drawn=direct_programs(),

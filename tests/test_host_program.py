@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from random import Random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from policy_strategies import POLICY_SETTINGS, PolicyCase, policy_cases, rule_str
@@ -190,6 +191,7 @@ def check_host_case(case: HostCase) -> Counter[str]:
     return seen
 
 
+@pytest.mark.long_running
 @settings(POLICY_SETTINGS, max_examples=HOST_EXAMPLES)
 @given(case=host_cases())
 def test_host_programs_decide_as_the_oracle(case: HostCase) -> None:

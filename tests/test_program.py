@@ -89,6 +89,7 @@ def check_case(case: PolicyCase) -> Counter[str]:
     return seen
 
 
+@pytest.mark.long_running
 @POLICY_SETTINGS
 @given(case=policy_cases())
 def test_program_decides_as_the_oracle(case: PolicyCase) -> None:

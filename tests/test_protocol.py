@@ -36,12 +36,14 @@ from google.protobuf.message import DecodeError
 
 from calico_vpp_driver.felix import felixbackend_pb2 as pb
 
-# In this version nothing programs VPP, so a valid endpoint is "down" (never "up").
+# Nothing here has VPP: the driver runs with CALICO_VPP_DATAPLANE=model-only, or with its VPP
+# dataplane and no VPP to reach (the exit tests). Either way a valid endpoint is "down", never "up".
 VALID = "down"
 ERROR = "error"
 STATUS_TIMEOUT = 10.0  # seconds to wait for anything the driver should send back
 EXIT_DEADLINE = 2.0  # Felix gives up on a driver after 2 s
 DEFAULT_CONFIG = {"ReportingIntervalSecs": "0", "FelixHostname": "node-1"}
+NO_VPP_SOCKET = "/nonexistent/calico-vpp-driver-tests/api.sock"
 
 WEB_SET = "s:d2ViLWNsaWVudHM"
 PROFILE = "kns.default"
@@ -55,11 +57,22 @@ ALLOW_WEB = policy_id("allow-web")
 def felix() -> Iterator[Any]:
     """``felix(config)`` starts a driver and sends it the first ConfigUpdate (``config=None``:
     send nothing).  Every driver started is killed at teardown, and any frame it sent that did
-    not decode fails the test."""
+    not decode fails the test.
+
+    The driver keeps the model only (``CALICO_VPP_DATAPLANE=model-only``, the setting meant for
+    the Felix side alone): with its VPP dataplane and no VPP, each apply that finds no connection
+    first spends the client's 2 s connect timeout, which only delays the statuses these tests
+    wait for. ``dataplane="vpp"`` runs the VPP dataplane with VPP unreachable, for the exit tests:
+    the driver must leave promptly even while it is trying to reach VPP."""
     sims: list[FelixSim] = []
 
-    def start(config: dict[str, str] | None = DEFAULT_CONFIG) -> FelixSim:
-        sim = FelixSim().start()
+    def start(config: dict[str, str] | None = DEFAULT_CONFIG, dataplane: str = "model-only") -> FelixSim:
+        env = {"CALICO_VPP_DATAPLANE": dataplane}
+        if dataplane == "vpp":
+            # "" is the VPP dataplane, whatever the environment running the tests says; and no
+            # VPP at the socket, even on a machine that runs one at the default path.
+            env = {"CALICO_VPP_DATAPLANE": "", "CALICO_VPP_API_SOCKET": NO_VPP_SOCKET}
+        sim = FelixSim(env).start()
         sims.append(sim)
         if config is not None:
             sim.send_config(config)
@@ -693,7 +706,7 @@ def test_driver_writes_whole_frames_under_back_pressure(felix: Any) -> None:
 
 @pytest.mark.parametrize("when", ["before-any-message", "after-config", "after-in-sync"])
 def test_eof_exits_promptly_with_zero(felix: Any, when: str) -> None:
-    sim = felix(config=None if when == "before-any-message" else DEFAULT_CONFIG)
+    sim = felix(config=None if when == "before-any-message" else DEFAULT_CONFIG, dataplane="vpp")
     if when == "before-any-message":
         pass  # Felix died before writing anything (startup time counts too)
     elif when == "after-in-sync":
@@ -717,7 +730,7 @@ def test_eof_exits_promptly_with_zero(felix: Any, when: str) -> None:
 def test_exits_promptly_while_ingesting_a_large_frame(felix: Any, how: str) -> None:
     """Felix going away (EOF) or shutting down (SIGTERM) right after a 20 MiB frame: the
     driver still has 2 s, however much work that frame made."""
-    sim = felix()
+    sim = felix(dataplane="vpp")
     sim.write(base_frames(sim) + wep_frame(sim, 0) + in_sync_frame(sim))
     sim.wait_wep_statuses({key(0): VALID})
     sim.write(ipset_frame(sim, BIG_SET, list(big_members())), timeout=60)
@@ -735,7 +748,7 @@ def test_exits_promptly_while_ingesting_a_large_frame(felix: Any, how: str) -> N
 
 
 def test_eof_inside_a_frame_exits_promptly(felix: Any) -> None:
-    sim = felix()
+    sim = felix(dataplane="vpp")
     sim.write(base_frames(sim) + in_sync_frame(sim))
     sim.wait_in_sync()
     half = wep_frame(sim, 0)
@@ -751,7 +764,7 @@ def test_eof_inside_a_frame_exits_promptly(felix: Any) -> None:
 
 @pytest.mark.parametrize("when", ["after-config", "after-in-sync"])
 def test_sigterm_exits_promptly(felix: Any, when: str) -> None:
-    sim = felix()
+    sim = felix(dataplane="vpp")
     if when == "after-in-sync":
         sim.write(base_frames(sim) + wep_frame(sim, 0) + in_sync_frame(sim))
         sim.wait_wep_statuses({key(0): VALID})

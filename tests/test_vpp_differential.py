@@ -32,6 +32,9 @@ BACKENDS = ("npol", "acl")
 # so for these VPP may deny what the oracle allows (never the reverse). npol judges SCTP itself.
 PORTS_UNSEEN = {"npol": frozenset({136}), "acl": frozenset({132, 136})}
 
+# Minutes of work: scheduled before everything else, so parallel workers end together (tests/conftest.py).
+pytestmark = pytest.mark.long_running(rank=0)
+
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def node(request: pytest.FixtureRequest) -> Iterator[SimNode]:
