@@ -106,7 +106,8 @@ class Session:
         self.dataplane.set_waker(wake)
         threading.Thread(target=self._read_into, args=(chunks,), daemon=True, name="felix-reader").start()
         # The initial resync allocates millions of long-lived objects and frees
-        # few: collect young objects less often until InSync (see _end_resync_gc).
+        # few: collect young objects less often until the first apply after InSync is done
+        # (see _end_resync_gc).
         self._gc_thresholds = gc.get_threshold()
         gc.set_threshold(*RESYNC_GC_THRESHOLDS)
         try:
@@ -182,7 +183,7 @@ class Session:
             if not self.state.in_sync:
                 # During the initial resync the model only grows: freezing what is
                 # already there keeps the cyclic GC from re-scanning it at every
-                # collection. Undone at InSync (see handle()).
+                # collection. Undone after the first apply (see apply()).
                 gc.freeze()
             if time.monotonic() >= deadline or self._should_stop():
                 return True
@@ -239,7 +240,6 @@ class Session:
         if which == "config_update":
             self._configure()
         elif which == "in_sync":
-            self._end_resync_gc()
             log.info("in_sync", seq=msg.sequence_number, messages=self.decoder.count, **self.state.counts())
         return outcome
 
@@ -279,6 +279,12 @@ class Session:
 
     def apply(self) -> None:
         started = time.monotonic()
+        first = not self._applied_once
+        if first and self._gc_thresholds is not None:
+            # The synced model stays out of the cyclic GC's scans through the first apply, which
+            # allocates a program per endpoint and an object per VPP message (a full collection
+            # would walk millions of model objects each time); normal collection resumes after.
+            gc.freeze()
         dirty = self.state.take_dirty()
         affected = self.state.endpoints_affected(dirty)
         try:
@@ -304,8 +310,9 @@ class Session:
         elapsed = time.monotonic() - started
         self.metrics.apply_seconds.observe(elapsed)
         self.metrics.observe_model(self.state, self.reporter.statuses())
-        if not self._applied_once:
+        if first:
             self._applied_once = True
+            self._end_resync_gc()
             log.info("first_apply_done", seconds=round(elapsed, 4), **self.state.counts())
 
     def _maybe_report_process_status(self) -> None:

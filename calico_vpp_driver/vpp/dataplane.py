@@ -672,9 +672,7 @@ class VppDataplane:
         hit = self._relevant_cache.get(ckey)
         if hit is not None and all(a is b for a, b in zip(hit[0], judged.blocks, strict=True)):
             return hit[1]
-        sets = tuple(
-            sorted({s for block in judged.blocks for rule in block.rules for s in rule.ip_set_ids()})
-        )
+        sets = tuple(sorted(frozenset().union(*(_block_sets(b) for b in judged.blocks))))
         if len(self._relevant_cache) > 10_000:
             self._relevant_cache.clear()
         self._relevant_cache[ckey] = (judged.blocks, sets)
@@ -914,6 +912,22 @@ class VppDataplane:
             failed[sw] = "VPP refused its ACL list"
         self.acls.collect(keep=frozenset({DENY_ALL_TAG}))
         return failed
+
+
+# The IP sets a block's rules use, by the block's identity (with the block, to check the id was
+# not reused): endpoints share blocks, and a block holds a tier's worth of rules.
+_BLOCK_SETS: dict[int, tuple[Block, frozenset[str]]] = {}
+
+
+def _block_sets(block: Block) -> frozenset[str]:
+    hit = _BLOCK_SETS.get(id(block))
+    if hit is not None and hit[0] is block:
+        return hit[1]
+    sets = frozenset(s for rule in block.rules for s in rule.ip_set_ids())
+    if len(_BLOCK_SETS) > 50_000:
+        _BLOCK_SETS.clear()
+    _BLOCK_SETS[id(block)] = (block, sets)
+    return sets
 
 
 def find_or_make_deny_all(client: Any) -> int:
