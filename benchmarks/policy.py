@@ -335,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         f"profile {'small' if args.small else 'node-at-scale'} generated in "
         f"{time.perf_counter() - t0:.1f} s (not measured)"
     )
+    from benchmarks.ingest import calibrate
+
+    print(f"machine speed {calibrate():.3f} s for the ingest benchmark's fixed loop (lower is faster)")
     ok = True
     try:
         for backend in ("npol", "acl") if args.backend == "both" else (args.backend,):
