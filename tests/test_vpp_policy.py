@@ -558,3 +558,64 @@ def test_a_failure_while_prefilling_sets_at_a_cold_start_is_repaired_in_the_same
         assert node.server.state.npol_dangling() == []
     finally:
         node.close()
+
+
+def test_a_set_whose_members_did_not_all_arrive_is_rebuilt_before_any_interface_uses_it() -> None:
+    """A new set's fill fails after its rules and policy were made: the set stays suspect, and
+    the retry rebuilds it (a new set, filled, swapped into the rules) before the interface is
+    configured with it; a deny rule on a set short of members would allow."""
+    node = SimNode(backend="npol")
+    try:
+        node.add_pod("calia", [A_IP])
+        st = base_state()
+        board = apply(node, st)
+        assert board.health(A) == (Health.UP, "")
+        st.update_ipset("blocked", IPSET_NET, [f"{STRANGER}/32"])
+        web = st.policies[WEB]
+        st.update_policy(
+            replace(web, inbound_rules=(Rule(action="deny", src_ip_set_ids=("blocked",)), *web.inbound_rules))
+        )
+        node.server.fail_nth("npol_ipset_add_del_members", 1, retval=-12)
+        node.dataplane.apply(st, st.take_dirty(), board)
+        assert board.health(A)[0] is Health.ERROR
+        creates = node.server.calls["npol_ipset_create"]
+        node.dataplane._retry_at = 0.0  # the backoff has passed
+        node.dataplane.apply(st, st.take_dirty(), board)
+        assert node.server.calls["npol_ipset_create"] == creates + 1  # the suspect set, rebuilt
+        assert board.health(A) == (Health.UP, "")
+        check_all(node, st)
+        assert node.verdict(Packet.icmp(STRANGER, A_IP))[0] is False
+        assert node.server.state.npol_dangling() == []
+    finally:
+        node.close()
+
+
+def test_an_apply_cut_short_by_an_unknown_outcome_is_retried_in_full(
+    node: SimNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only VPP refusing an object: a request whose outcome never came (a timeout) leaves
+    VPP's content unknown too. The endpoint is `error` meanwhile, and the retry, with nothing new
+    from Felix, reprograms every endpoint."""
+    from calico_vpp_driver.vpp.errors import VppTimeoutError
+
+    node.add_pod("calia", [A_IP])
+    st = base_state()
+    board = StatusBoard()
+    st.mark_in_sync()
+    real = node.dataplane._program_interfaces
+    calls = []
+
+    def cut_short(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise VppTimeoutError("VPP npol_rule_create: no answer within 30 s", message="npol_rule_create")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node.dataplane, "_program_interfaces", cut_short)
+    node.dataplane.apply(st, st.take_dirty(), board)
+    health, reason = board.health(A)
+    assert health is Health.ERROR and "no answer" in reason
+    node.dataplane._retry_at = 0.0
+    node.dataplane.apply(st, st.take_dirty(), board)  # nothing dirty: the retry alone
+    assert board.health(A) == (Health.UP, "")
+    check_all(node, st)

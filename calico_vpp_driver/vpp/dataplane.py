@@ -48,6 +48,7 @@ from ..policy.program import (
 from . import acl_rules, npol
 from .acl_rules import AclRule, AclTooLarge
 from .acl_store import AclStore, tag_for
+from .errors import VppError
 from .host_policy import HostPolicyProgrammer
 from .nat import NatProgrammer
 from .npol import NPOL_PROTOCOLS
@@ -483,13 +484,17 @@ class VppDataplane:
                 self._apply(state, keys, removed, dirty, quick, sets_only, full, board)
             for set_id in dirty.ipsets if not full else state.ipsets:
                 self._set_shapes[set_id] = self._set_shape(state, set_id)
-        except RenderError as exc:
+        except (RenderError, VppError) as exc:
+            # VPP refused an object, or a request's outcome is unknown (a timeout, a lost
+            # connection): either way what VPP holds is not known to be the model's, so the
+            # retry is a full apply (suspect sets are rebuilt, every interface reconfigured).
             self._backoff = min(self._backoff * 2, 30.0) if self._backoff else 1.0
             self._retry_at = self._clock() + self._backoff
             log.error("vpp_programming_failed", error=str(exc), retry_in_seconds=self._backoff)
+            what = "VPP refused its policy" if isinstance(exc, RenderError) else "its policy is not in VPP"
             for key in keys:
                 if key in state.workload_endpoints:
-                    board.report(key, STATUS_FAMILY, Health.ERROR, f"VPP refused its policy: {exc}")
+                    board.report(key, STATUS_FAMILY, Health.ERROR, f"{what}: {exc}")
             self._full = True  # the retry recomputes everything (cheap: diffs against what VPP has)
             self._failing = True
             self._save_record()

@@ -165,8 +165,8 @@ class NpolStore:
         """At a cold start (no sets owned yet), create these Felix sets and start sending
         their members, so that VPP takes them in while the driver computes the programs that
         will use them. `configure` waits for them before anything else; one that no rule ends up
-        using is collected like any unused set. A failure here is left for `configure` to meet
-        again and report."""
+        using is collected like any unused set. A set left short by a failure here stays
+        suspect, and `configure` rebuilds it before any interface uses it."""
         if self.sets or self._prefilling is not None:
             return
         try:
@@ -179,7 +179,7 @@ class NpolStore:
         if filling is not None:
             try:
                 filling.finish()
-            except RenderError as exc:  # the sets stay recorded empty: the diff refills them
+            except RenderError as exc:  # its sets stay suspect: `_sync_sets` rebuilds them next
                 log.info("npol_prefill_failed", error=str(exc))
 
     def update_blocks(self, ipsets: Mapping[str, IPSet], blocks: Iterable[tuple[Block, bool]]) -> None:
@@ -404,8 +404,10 @@ class NpolStore:
         for key, (stype, members), res in zip(ordered, wanted, results, strict=True):
             if res.error is not None:
                 continue
-            # Recorded empty until its members are in: a failed fill is retried by a diff.
+            # Recorded empty and suspect until its members are known to be in: a fill that
+            # failed, or whose outcome never came, makes the next `_sync_sets` rebuild the set.
             self.sets[key] = _Set(int(res.reply.set_id), stype, frozenset())
+            self._suspect.add(key)
             self.ids_changed += 1
             for felix_id in npol.felix_sets(key):
                 self._dependents.setdefault(felix_id, set()).add(key)
@@ -641,6 +643,7 @@ class _Filling:
                 for key, members, odd in group:
                     self.store.sets[key].members = members
                     self.store.sets[key].odd = odd
+                    self.store._suspect.discard(key)
         if self.error is not None:
             error, self.error = self.error, None
             raise error
