@@ -32,8 +32,9 @@ what they render for them across endpoints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from ..config import Config
 from ..model.state import DesiredState
@@ -78,9 +79,35 @@ class Program:
 
 DENY_ALL = Program(())
 
-# By id() (with the rule itself, to check the id was not reused): hashing a Rule hashes every
-# network in it, and a node's programs look up hundreds of thousands of rules.
-_RULE_CACHE: dict[int, tuple[Rule, tuple[Rule, ...]]] = {}
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class IdentityMemo(Generic[K, V]):
+    """`fn(obj)`, remembered by the object's identity rather than its value: rules and blocks
+    are shared objects, and hashing one by value would hash every network in it (a node's
+    programs look up hundreds of thousands). Each entry holds its object, so the id cannot be
+    reused while it is remembered; past `limit` entries the memo starts over (`on_clear`)."""
+
+    def __init__(self, fn: Callable[[K], V], limit: int, on_clear: Callable[[], None] | None = None) -> None:
+        self._fn = fn
+        self._limit = limit
+        self._on_clear = on_clear
+        self._memo: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, obj: K) -> V:
+        hit = self._memo.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        value = self._fn(obj)
+        if len(self._memo) > self._limit:
+            self._memo.clear()
+            if self._on_clear is not None:
+                self._on_clear()
+        self._memo[id(obj)] = (obj, value)
+        return value
+
+
 _INTERN: dict[Rule, Rule] = {}
 
 
@@ -88,11 +115,8 @@ def _intern(rule: Rule) -> Rule:
     return _INTERN.setdefault(rule, rule)
 
 
-def family_rules(rule: Rule) -> tuple[Rule, ...]:
+def _family_rules(rule: Rule) -> tuple[Rule, ...]:
     """The rule as Felix renders it per family: zero, one or two rules (log rules: none)."""
-    cached = _RULE_CACHE.get(id(rule))
-    if cached is not None and cached[0] is rule:
-        return cached[1]
     out: tuple[Rule, ...]
     if rule.action == "log":
         out = ()
@@ -123,11 +147,10 @@ def family_rules(rule: Rule) -> tuple[Rule, ...]:
                 )
             )
         out = tuple(kept)
-    if len(_RULE_CACHE) > 200_000:
-        _RULE_CACHE.clear()
-        _INTERN.clear()
-    _RULE_CACHE[id(rule)] = (rule, out)
     return out
+
+
+family_rules = IdentityMemo(_family_rules, 200_000, on_clear=_INTERN.clear)
 
 
 def _rules_of(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:

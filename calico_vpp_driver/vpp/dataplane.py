@@ -40,6 +40,7 @@ from ..model.types import PolicyID, ProfileID, WorkloadEndpointID
 from ..policy.program import (
     DENY_ALL,
     Block,
+    IdentityMemo,
     Program,
     rebuild_block,
     workload_program,
@@ -919,20 +920,12 @@ class VppDataplane:
         return failed
 
 
-# The IP sets a block's rules use, by the block's identity (with the block, to check the id was
-# not reused): endpoints share blocks, and a block holds a tier's worth of rules.
-_BLOCK_SETS: dict[int, tuple[Block, frozenset[str]]] = {}
+def _sets_of_block(block: Block) -> frozenset[str]:
+    return frozenset(s for rule in block.rules for s in rule.ip_set_ids())
 
 
-def _block_sets(block: Block) -> frozenset[str]:
-    hit = _BLOCK_SETS.get(id(block))
-    if hit is not None and hit[0] is block:
-        return hit[1]
-    sets = frozenset(s for rule in block.rules for s in rule.ip_set_ids())
-    if len(_BLOCK_SETS) > 50_000:
-        _BLOCK_SETS.clear()
-    _BLOCK_SETS[id(block)] = (block, sets)
-    return sets
+# Endpoints share blocks, and a block holds a tier's worth of rules.
+_block_sets = IdentityMemo(_sets_of_block, 50_000)
 
 
 def find_or_make_deny_all(client: Any) -> int:

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, TypeAlias
 
 from ..model.types import IPSET_IP_AND_PORT, IPNetwork, IPSet, PortRange, Rule
-from ..policy.program import Block, Program
+from ..policy.program import Block, IdentityMemo, Program
 
 # npol enums (npol.api).
 NPOL_IP = 0
@@ -192,9 +192,7 @@ def lower_rule(rule: Rule) -> NpolRuleSpec | None:
     return NpolRuleSpec(action, tuple(filters), tuple(entries))
 
 
-# Rule caches by id() (with the rule, to check the id was not reused): block rules are interned
-# (policy.program), and hashing a Rule hashes every network in it.
-_LOWERED: dict[int, tuple[Rule, NpolRuleSpec | None]] = {}
+_lowered = IdentityMemo(lower_rule, 200_000)
 _BLOCK_RULES: dict[Any, tuple[Block, tuple[NpolRuleSpec, ...]]] = {}
 
 
@@ -213,14 +211,7 @@ def block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
 def _block_rules(block: Block) -> tuple[NpolRuleSpec, ...]:
     out: list[NpolRuleSpec] = []
     for rule in block.rules:
-        hit = _LOWERED.get(id(rule))
-        if hit is not None and hit[0] is rule:
-            spec = hit[1]
-        else:
-            if len(_LOWERED) > 200_000:
-                _LOWERED.clear()
-            spec = lower_rule(rule)
-            _LOWERED[id(rule)] = (rule, spec)
+        spec = _lowered(rule)
         if spec is not None:
             out.append(spec)
     if block.end == "deny":
@@ -274,7 +265,7 @@ def _other_protocols_rule(rule: Rule) -> Rule | None:
     )
 
 
-_OTHER: dict[int, tuple[Rule, Rule | None]] = {}
+_other_cut = IdentityMemo(_other_protocols_rule, 200_000)
 
 
 _OTHER_BLOCKS: dict[Any, tuple[Block, Block]] = {}
@@ -297,14 +288,7 @@ def other_protocols_block(block: Block) -> Block:
         return hit[1]
     rules = []
     for rule in block.rules:
-        seen = _OTHER.get(id(rule))
-        if seen is not None and seen[0] is rule:
-            cut = seen[1]
-        else:
-            if len(_OTHER) > 200_000:
-                _OTHER.clear()
-            cut = _other_protocols_rule(rule)
-            _OTHER[id(rule)] = (rule, cut)
+        cut = _other_cut(rule)
         if cut is not None:
             rules.append(cut)
     cut_block = Block(block.key, tuple(rules), block.end)
