@@ -451,10 +451,8 @@ def test_tun_configure_adds_every_address_forwarding_and_routes(fake: FakeIp, ns
     req = replace(request(ns, "10.65.0.5/32", "10.65.9.9/32", "fd00:65::5/128"), allow_ip_forwarding=True)
     LinuxPodLinks(fake).tun_configure(req, pod_routes(req))
     n = ["nsenter", f"--net={ns}"]
-    assert fake.calls == [
-        [*n, "ip", "addr", "replace", "10.65.0.5/32", "dev", "eth0"],
+    assert fake.calls == [  # VPP set 10.65.0.5 and fd00:65::5 itself
         [*n, "ip", "addr", "replace", "10.65.9.9/32", "dev", "eth0"],
-        [*n, "ip", "addr", "replace", "fd00:65::5/128", "dev", "eth0", "nodad"],
         [*n, "sysctl", "-w", "net.ipv4.ip_forward=1"],
         [*n, "sysctl", "-w", "net.ipv6.conf.all.forwarding=1"],
         [*n, "ip", "route", "replace", "0.0.0.0/0", "dev", "eth0"],
@@ -472,7 +470,7 @@ def test_a_failed_tun_command_names_the_pod_and_the_command(fake: FakeIp, ns: st
         2, "", "RTNETLINK answers: Permission denied"
     )
     with pytest.raises(PodError, match=f"pod netns {ns}, interface eth0.*Permission denied"):
-        LinuxPodLinks(fake).tun_configure(request(ns, "10.65.0.5/32"), [])
+        LinuxPodLinks(fake).tun_configure(request(ns, "10.65.0.5/32", "10.65.9.9/32"), [])
 
 
 def test_a_veth_pod_allowed_to_forward_gets_the_sysctl(fake: FakeIp, ns: str) -> None:

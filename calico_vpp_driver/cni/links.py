@@ -35,9 +35,11 @@ class LinuxPodLinks:
     def tun_configure(self, request: PodRequest, routes: Sequence[IPNetwork]) -> None:
         netns, ifname = request.netns, request.interface_name
         where = f"pod netns {netns}, interface {ifname}"
-        # VPP gave the tap one address per family; the others (and those again: replace is
-        # idempotent) are added here.
+        # VPP gave the tap the first address of each family (`vpp.pods`); the others go here.
+        firsts = {a.version: a for a in reversed(request.addresses)}
         for address in request.addresses:
+            if firsts[address.version] is address:
+                continue
             cmd = [self._ip, "addr", "replace", str(address), "dev", ifname]
             if address.version == 6:
                 cmd.append("nodad")
