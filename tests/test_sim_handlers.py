@@ -850,6 +850,18 @@ def test_cli_inband_is_registered() -> None:
     assert call(state, "cli_inband", cmd="frobnicate")["reply"].startswith("unknown input")
 
 
+def decoded_with_array(
+    codec: Codec, name: str, fields: dict[str, Any], elements: list[bytes]
+) -> dict[str, Any]:
+    """Message `name` as the simulator decodes it, whose last fields are a u32 count and the
+    counted array: `fields` give the rest (count 0, array empty), `elements` the array's raw
+    elements, whatever bytes they hold. The array must arrive in wire form."""
+    body = codec.encode(name, fields)[:-4] + len(elements).to_bytes(4, "big") + b"".join(elements)
+    req = codec.decode(name, body)
+    assert isinstance(list(req.values())[-1], WireElements)
+    return req
+
+
 _MEMBER_BYTES = st.builds(
     lambda af, addr, plen, tail: bytes([af]) + addr + bytes([plen]) + tail,
     st.sampled_from([0, 0, 0, 1, 1, 2]),
@@ -882,16 +894,8 @@ def test_npol_members_in_wire_form_act_as_decoded_members(
         sid = call(state, "npol_ipset_create", type=set_type)["set_id"]
         replies = []
         for is_add, members in ((True, first + second), (False, first), (True, second)):
-            body = (
-                codec.encode(
-                    "npol_ipset_add_del_members",
-                    {"set_id": sid, "is_add": is_add, "len": 0, "members": []},
-                )[:-4]
-                + len(members).to_bytes(4, "big")
-                + b"".join(members)
-            )
-            req = codec.decode("npol_ipset_add_del_members", body)
-            assert isinstance(req["members"], WireElements)
+            fields = {"set_id": sid, "is_add": is_add, "len": 0, "members": []}
+            req = decoded_with_array(codec, "npol_ipset_add_del_members", fields, members)
             req["len"] = max(0, len(members) - count_cut)
             if not wire:
                 req["members"] = list(req["members"])
@@ -910,12 +914,10 @@ def test_npol_policy_items_in_wire_form_act_as_decoded_items(
     items: list[tuple[int, int]], count_cut: int
 ) -> None:
     codec = Codec()
-    body = codec.encode("npol_policy_create", {"num_items": 0, "rules": []})[:-4]
-    body += len(items).to_bytes(4, "big") + b"".join(bytes([b]) + r.to_bytes(4, "big") for b, r in items)
+    raw = [bytes([b]) + r.to_bytes(4, "big") for b, r in items]
     results = []
     for wire in (True, False):
-        req = codec.decode("npol_policy_create", body)
-        assert isinstance(req["rules"], WireElements)
+        req = decoded_with_array(codec, "npol_policy_create", {"num_items": 0, "rules": []}, raw)
         req["num_items"] = max(0, len(items) - count_cut)
         if not wire:
             req["rules"] = list(req["rules"])
