@@ -29,6 +29,7 @@ from calico_vpp_driver.scenario.calc import (
     convert_policy,
     diff_stream,
     veth_name,
+    vtep_mac,
 )
 from calico_vpp_driver.scenario.resources import (
     ContainerPort,
@@ -800,7 +801,62 @@ def test_routes_with_vxlan() -> None:
     assert "10.65.2.7/32" not in r  # remote affine addresses ride on the block route
     assert r["192.168.0.12/32"].types == pb.REMOTE_HOST
     assert r["192.168.0.11/32"].types == pb.LOCAL_HOST
-    assert c.vteps == {}  # no tunnel addresses in scenarios
+    # calico-node's tunnel addresses: each block's first address no pod uses.
+    assert {n: [str(a) for _k, a in v] for n, v in c.tunnel_addrs.items()} == {
+        "node-1": ["10.65.0.0"], "node-2": ["10.65.2.0"], "node-3": ["10.65.3.0"]}
+    assert r["10.65.3.0/32"] == pb.RouteUpdate(
+        dst="10.65.3.0/32", types=pb.REMOTE_TUNNEL, ip_pool_type=pb.VXLAN, dst_node_name="node-3",
+        dst_node_ip="192.168.1.13", nat_outgoing=True, tunnel_type=pb.TunnelType(vxlan=True))
+    assert r["10.65.0.0/32"].types == pb.LOCAL_TUNNEL
+    assert c.vteps["node-2"] == pb.VXLANTunnelEndpointUpdate(
+        node="node-2", mac=vtep_mac("node-2"), ipv4_addr="10.65.2.0", parent_device_ip="192.168.0.12")
+    assert set(c.vteps) == {"node-1", "node-2", "node-3"}
+
+
+def test_vtep_mac_as_felix_derives_it() -> None:
+    # felix/calc/states_for_test.go: the VTEP of node "remotehostname" has this MAC.
+    assert vtep_mac("remotehostname") == "66:3e:ca:a4:db:65"
+
+
+def test_tunnel_addresses_skip_used_addresses_and_follow_calico_node_order() -> None:
+    c = calc(
+        [ns("x")],
+        [pod("a", "x", "10.65.2.0", node="node-2"), pod("b", "x", "10.65.2.1", node="node-2")],
+        nodes=[Node("node-1", "192.168.0.11/24"),  # no pod CIDR: its block is unknown
+               Node("node-2", "192.168.0.12/24", "10.65.2.0/26"),
+               Node("node-3", "192.168.0.13/24", "10.66.3.0/26")],
+        pools=[IPPoolSpec("10.65.0.0/16", ipip_mode="Always"),
+               IPPoolSpec("10.66.0.0/16", vxlan_mode="Always")],
+    )
+    assert {n: [str(a) for _k, a in v] for n, v in c.tunnel_addrs.items()} == {
+        "node-2": ["10.65.2.2"], "node-3": ["10.66.3.0"]}
+    # IPIP tunnel address: a REMOTE_TUNNEL route with tunnel type ipip, no block type (it
+    # lies inside node-2's block but is not the block).
+    rt = c.routes["10.65.2.2/32"]
+    assert rt.types == pb.REMOTE_TUNNEL and rt.tunnel_type == pb.TunnelType(ipip=True)
+    assert rt.ip_pool_type == pb.IPIP and rt.dst_node_ip == "192.168.0.12"
+    # Only VXLAN tunnel addresses make VTEPs.
+    assert set(c.vteps) == {"node-3"}
+
+
+def test_vteps_ipv6_and_none_without_vxlan() -> None:
+    nodes = [Node("node-2", "fd00::12/64", "fd10::200/122")]
+    c = calc([ns("x")], [], nodes=nodes, pools=[IPPoolSpec("fd10::/64", vxlan_mode="Always")])
+    assert c.encapsulation.vxlan_enabled_v6
+    assert c.vteps["node-2"] == pb.VXLANTunnelEndpointUpdate(
+        node="node-2", mac_v6=vtep_mac("node-2-v6"), ipv6_addr="fd10::200",
+        parent_device_ipv6="fd00::12")
+    assert calc([ns("x")], [], nodes=nodes, pools=[IPPoolSpec("fd10::/64")]).vteps == {}
+
+
+def test_diff_changed_vtep_is_removed_then_sent() -> None:
+    # A pod now holds node-2's old tunnel address, so node-2 gets the next one.
+    old = variant()
+    new = variant(pods=[*variant_pods(), pod("z", "y", "10.65.2.0", node="node-2")])
+    msgs = diff_and_check(old, new)
+    kinds = payloads(msgs)
+    assert kinds.index("vtep_remove") < kinds.index("vtep_update")
+    assert [m.vtep_update.ipv4_addr for m in msgs if m.HasField("vtep_update")] == ["10.65.2.1"]
 
 
 def test_routes_from_workload_ips() -> None:
@@ -942,12 +998,16 @@ def old_nodes() -> list[Node]:
             Node("node-2", "192.168.0.12/24", "10.65.2.0/26")]
 
 
+def variant_pods() -> list[Pod]:
+    return [pod("a", "x", "10.65.0.10", app="web", ports=(ContainerPort("http", 80),)),
+            pod("b", "x", ("10.65.0.11", "fd00::b"), app="db"),
+            pod("c", "y", "10.65.2.5", node="node-2", app="client")]
+
+
 def variant(**changes: Any) -> FelixCalc:
     args: dict[str, Any] = {
         "namespaces": [ns("x", team="blue"), ns("y")],
-        "pods": [pod("a", "x", "10.65.0.10", app="web", ports=(ContainerPort("http", 80),)),
-                 pod("b", "x", ("10.65.0.11", "fd00::b"), app="db"),
-                 pod("c", "y", "10.65.2.5", node="node-2", app="client")],
+        "pods": variant_pods(),
         "policies": old_policies(),
         "nodes": old_nodes(),
         "pools": [IPPoolSpec("10.65.0.0/16", vxlan_mode="Always")],

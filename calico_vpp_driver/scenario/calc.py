@@ -48,8 +48,14 @@ Felix and libcalico-go; the facts it relies on, and where they come from:
   node's block), per node address and per local workload address (per every workload address
   with ``RouteSource: WorkloadIPs``), each resolved along its enclosing CIDRs as Felix does.
 
-Not reproduced (documented limits): VTEPs and tunnel-address routes (scenarios carry no
-tunnel addresses, so Felix would have none to send), WireGuard endpoints, Services, host
+* **Tunnel addresses and VTEPs**: calico-node's IPIP/VXLAN tunnel addresses, taken from the
+  node's ``podCIDR`` (see `FelixCalc._tunnel_addresses`), each a ``LOCAL_TUNNEL`` or
+  ``REMOTE_TUNNEL`` route with its ``tunnel_type``; with VXLAN on, a
+  ``VXLANTunnelEndpointUpdate`` per node (``calc/vxlan_resolver.go``, MAC derived from the node
+  name).
+
+Not reproduced (documented limits): tunnel addresses of nodes without a pod CIDR in an
+encapsulated pool, WireGuard endpoints, Services, host
 endpoints, global BGP config, QoS/floating-IP/spoofing annotations, KubeVirt live-migration
 computed data, and Felix restarting itself when config or encapsulation changes (`diff_stream`
 just reports the new values).  Every service account referenced by a pod exists, and so does
@@ -98,6 +104,7 @@ __all__ = [
 #: (orchestrator_id, workload_id, endpoint_id) of a workload endpoint.
 EndpointKey: TypeAlias = tuple[str, str, str]
 IPNet: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddr: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAMESPACED_KINDS = frozenset(
     {"NetworkPolicy", "KubernetesNetworkPolicy", "StagedNetworkPolicy",
@@ -126,8 +133,11 @@ _ENCAP_MODES = {"never": "", "": "", "always": "always", "crosssubnet": "cross-s
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "f"})
 
-# RouteTrie reference types (l3_route_resolver.go RefType).
+# RouteTrie reference types (l3_route_resolver.go RefType), in Felix's order.
 _REF_WEP = 0
+_REF_WIREGUARD = 1
+_REF_IPIP = 2
+_REF_VXLAN = 3
 
 # The profile Felix substitutes for a listed profile that does not exist (DummyDropRules).
 _DROP_RULES = (BackendRule(action="deny"),)
@@ -481,6 +491,13 @@ def _tier_def(tier: Tier) -> _TierDef:
 # ---------------------------------------------------------------------------------------------
 
 
+def vtep_mac(name: str) -> str:
+    """The MAC Felix gives a node's VTEP when the node sets none (``vtepMACForHost``): ``f``
+    then the first five bytes of the SHA-1 of the node name (``<name>-v6`` for IPv6)."""
+    raw = b"f" + hashlib.sha1(name.encode()).digest()[:5]
+    return ":".join(f"{b:02x}" for b in raw)
+
+
 def _host_cidr(addr: str) -> str:
     return f"{addr}/{32 if ':' not in addr else 128}"
 
@@ -541,8 +558,8 @@ class FelixCalc:
     * ``namespaces`` / ``service_accounts``: labels as ``NamespaceUpdate`` /
       ``ServiceAccountUpdate`` carry them.
     * ``hosts``: node name -> ``HostMetadataUpdate``; ``pools``: pool ID -> ``IPAMPool``;
-      ``encapsulation``; ``routes``: dst -> ``RouteUpdate``; ``vteps`` (always empty, see the
-      module docstring); ``config``: the ``ConfigUpdate`` map.
+      ``encapsulation``; ``tunnel_addrs``: node -> its tunnel addresses; ``routes``: dst ->
+      ``RouteUpdate``; ``vteps``: node -> ``VXLANTunnelEndpointUpdate``; ``config``: the ``ConfigUpdate`` map.
     """
 
     def __init__(
@@ -694,9 +711,10 @@ class FelixCalc:
         for i, spec in enumerate(self._pool_specs):
             self._add_pool(spec, i)
         self.encapsulation = self._encapsulation()
+        self.tunnel_addrs: dict[str, list[tuple[int, IPAddr]]] = self._tunnel_addresses()
         self.route_resolver_enabled = self._route_resolver_enabled()
         self.routes: dict[str, pb.RouteUpdate] = self._routes() if self.route_resolver_enabled else {}
-        self.vteps: dict[str, pb.VXLANTunnelEndpointUpdate] = {}
+        self.vteps: dict[str, pb.VXLANTunnelEndpointUpdate] = self._vteps()
 
     # ------------------------------------------------------------------------- public helpers
 
@@ -844,6 +862,76 @@ class FelixCalc:
             no_encap_enabled=no_encap,
         )
 
+    def _tunnel_addresses(self) -> dict[str, list[tuple[int, IPAddr]]]:
+        """Node -> (reference type, address) of the tunnel addresses calico-node gives it
+        (``node/pkg/allocateip``, in its order: IPIP, VXLAN, VXLAN IPv6): one per kind whose
+        encapsulation a pool of that family turns on (IPIP: IPv4 pools only).
+
+        IPAM takes them from the node's own block, which a scenario writes as the node's
+        ``podCIDR``; the address is the block's lowest one that no pod uses (a block hands out
+        its addresses in order). A node whose pod CIDR lies in no such pool would get one from a
+        block the scenario does not describe, so it gets none here (and so no VTEP).
+        """
+        used: set[IPAddr] = set()
+        for wl in self._workloads.values():
+            used.update(ipaddress.ip_address(a) for a in wl.addresses)
+        out: dict[str, list[tuple[int, IPAddr]]] = {}
+        for name in sorted(self._nodes):
+            block = self._pod_block(self._nodes[name])
+            if block is None:
+                continue
+            kinds: set[int] = set()
+            for net, ipip, vxlan, _nat in self._pool_nets.values():
+                if net.version == block.version and block.subnet_of(net):  # type: ignore[arg-type]
+                    if ipip and block.version == 4:
+                        kinds.add(_REF_IPIP)
+                    if vxlan:
+                        kinds.add(_REF_VXLAN)
+            addrs: list[tuple[int, IPAddr]] = []
+            for kind in sorted(kinds):
+                free = next((a for a in block if a not in used), None)
+                if free is not None:
+                    used.add(free)
+                    addrs.append((kind, free))
+            if addrs:
+                out[name] = addrs
+        return out
+
+    @staticmethod
+    def _pod_block(node: Node) -> IPNet | None:
+        if not node.pod_cidr:
+            return None
+        try:
+            return ipaddress.ip_network(node.pod_cidr, strict=False)
+        except ValueError:
+            raise ScenarioError(f"nodes[{node.name}].podCIDR: invalid CIDR {node.pod_cidr!r}") from None
+
+    def _vteps(self) -> dict[str, pb.VXLANTunnelEndpointUpdate]:
+        """``VXLANResolver`` (only when VXLAN is on): a VTEP per node with a VXLAN tunnel address
+        and a node address of the same family, the MAC derived from the node's name as Felix
+        derives it when the node sets none."""
+        e = self.encapsulation
+        if not (e.vxlan_enabled or e.vxlan_enabled_v6):
+            return {}
+        out: dict[str, pb.VXLANTunnelEndpointUpdate] = {}
+        for name, addrs in self.tunnel_addrs.items():
+            info = self._node_infos.get(name)
+            if info is None:
+                continue
+            vtep = pb.VXLANTunnelEndpointUpdate(node=name)
+            for kind, addr in addrs:
+                if kind != _REF_VXLAN:
+                    continue
+                if addr.version == 4 and info.v4_addr is not None:
+                    vtep.ipv4_addr, vtep.parent_device_ip = str(addr), str(info.v4_addr)
+                    vtep.mac = vtep_mac(name)
+                elif addr.version == 6 and info.v6_addr is not None:
+                    vtep.ipv6_addr, vtep.parent_device_ipv6 = str(addr), str(info.v6_addr)
+                    vtep.mac_v6 = vtep_mac(name + "-v6")
+            if vtep.ipv4_addr or vtep.ipv6_addr:
+                out[name] = vtep
+        return out
+
     def _program_cluster_routes(self) -> str:
         raw = self._cfg("ProgramClusterRoutes") or "EnabledIPIPOnly"
         for value in ("Enabled", "Disabled", "EnabledIPIPOnly", "EnabledNoEncapOnly"):
@@ -884,15 +972,10 @@ class FelixCalc:
         elif route_source == "calicoipam":
             blocks: dict[IPNet, str] = {}
             for n in self._nodes.values():
-                if n.pod_cidr:
-                    try:
-                        net = ipaddress.ip_network(n.pod_cidr, strict=False)
-                    except ValueError:
-                        raise ScenarioError(
-                            f"nodes[{n.name}].podCIDR: invalid CIDR {n.pod_cidr!r}"
-                        ) from None
-                    blocks[net] = n.name
-                    entry(net).blocks[:] = [n.name]
+                block = self._pod_block(n)
+                if block is not None:
+                    blocks[block] = n.name
+                    entry(block).blocks[:] = [n.name]
             for wl in self._workloads.values():
                 for addr in wl.addresses:
                     ip = ipaddress.ip_address(addr)
@@ -916,6 +999,9 @@ class FelixCalc:
                     hosts = entry(ipaddress.ip_network(_host_cidr(str(host_addr)))).hosts
                     hosts.append(name)
                     hosts.sort()
+        for name, tunnels in self.tunnel_addrs.items():
+            for kind, tunnel_ip in tunnels:
+                entry(ipaddress.ip_network(tunnel_ip)).refs.append((name, kind))
         for route_info in entries.values():
             route_info.refs.sort()
 
@@ -976,8 +1062,17 @@ class FelixCalc:
                         types |= pb.LOCAL_WORKLOAD
                     else:
                         types |= pb.REMOTE_WORKLOAD
-                else:  # pragma: no cover - tunnel refs are never created (no tunnel addresses)
+                else:
                     has_tunnel_ref = True
+                    types |= pb.LOCAL_TUNNEL if ref_node == self.node else pb.REMOTE_TUNNEL
+                    kinds = {t for n, t in info.refs if n == ref_node}
+                    rt.tunnel_type.CopyFrom(
+                        pb.TunnelType(
+                            ipip=_REF_IPIP in kinds,
+                            vxlan=_REF_VXLAN in kinds,
+                            wireguard=_REF_WIREGUARD in kinds,
+                        )
+                    )
         if block_seen and not has_host_ref and (block_matches or not has_tunnel_ref):
             types |= block_types
         rt.types = types  # type: ignore[assignment]
@@ -1128,8 +1223,12 @@ def _flush(old: FelixCalc, new: FelixCalc, *, startup: bool = False) -> list[pb.
     # Routes: never a route before its VTEP.
     for dst in sorted(old.routes.keys() - new.routes.keys()):
         out.append(_msg(route_remove=pb.RouteRemove(dst=dst)))
+    # A changed VTEP is withdrawn before its new form is sent (sendVTEPUpdateOrRemove).
     for node in sorted(old.vteps.keys() - new.vteps.keys()):
         out.append(_msg(vtep_remove=pb.VXLANTunnelEndpointRemove(node=node)))
+    for node, vtep in sorted(new.vteps.items()):
+        if node in old.vteps and old.vteps[node] != vtep:
+            out.append(_msg(vtep_remove=pb.VXLANTunnelEndpointRemove(node=node)))
     for node, vtep in sorted(new.vteps.items()):
         if old.vteps.get(node) != vtep:
             out.append(_msg(vtep_update=vtep))

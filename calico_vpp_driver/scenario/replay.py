@@ -277,13 +277,35 @@ def replay(scenario: Scenario, *, vpp: str = "sim", backend: str = "auto") -> Re
     return out
 
 
+# The simulated uplink's addresses when the scenario does not give the local node's.
+_SIM_UPLINK = ("172.31.0.1/24", "fd10::1/64")
+
+
 def _start_node(scenario: Scenario, vpp: str, backend: str) -> SimNode:
     if vpp != "sim":
         raise ScenarioError(
-            f"--vpp {vpp}: replay against a real VPP needs the CNI server (pod interfaces), which is "
-            "not built yet; use --vpp sim or --vpp oracle"
+            f"--vpp {vpp}: replay judges each probe by tracing it through the simulator's tables, "
+            "which a real VPP cannot be asked to do; use --vpp sim or --vpp oracle (the real-VPP "
+            "tests send real traffic instead)"
         )
-    return SimNode(backend=backend)
+    v4, v6 = _uplink_addresses(scenario)
+    return SimNode(backend=backend, node_ip=v4, node_ip6=v6)
+
+
+def _uplink_addresses(scenario: Scenario) -> tuple[str, str]:
+    """The simulated uplink carries the local node's own address (tunnels take it as their outer
+    source and borrow it to receive); a bare address is given the usual /24 or /64."""
+    v4, v6 = _SIM_UPLINK
+    me = next((n for n in scenario.nodes if n.name == scenario.node and n.ip), None)
+    try:
+        iface = ipaddress.ip_interface(me.ip) if me is not None else None
+    except ValueError:
+        iface = None  # the calculation reports it, naming the node
+    if me is None or iface is None:
+        return v4, v6
+    if "/" not in me.ip:
+        iface = ipaddress.ip_interface(f"{iface.ip}/{24 if iface.version == 4 else 64}")
+    return (str(iface), v6) if iface.version == 4 else (v4, str(iface))
 
 
 def _program(

@@ -143,9 +143,7 @@ class SimNode:
                 is_add=True,
                 prefix=ipaddress.ip_interface(addr),
             )
-        gw4 = ipaddress.ip_interface(node_ip).network.network_address + 254
-        gw6 = ipaddress.ip_interface(node_ip6).network.network_address + 254
-        for prefix, gw in (("0.0.0.0/0", gw4), ("::/0", gw6)):
+        for prefix, gw in (("0.0.0.0/0", _gateway(node_ip)), ("::/0", _gateway(node_ip6))):
             c.call("ip_route_add_del", is_add=True, route=_route(prefix, self.uplink, gw))
 
     def add_pod(
@@ -218,6 +216,13 @@ class SimNode:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _gateway(addr: str) -> Any:
+    """The default gateway: the subnet's address 254, or 253 when that is the node's own."""
+    iface = ipaddress.ip_interface(addr)
+    gw = iface.network.network_address + 254
+    return gw - 1 if gw == iface.ip else gw
 
 
 def _route(prefix: str, sw_if_index: int, gw: Any) -> dict[str, Any]:
