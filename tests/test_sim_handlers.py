@@ -170,6 +170,35 @@ def test_tags() -> None:
     assert call(state, "sw_interface_tag_add_del", is_add=True, sw_if_index=9, tag="t")["retval"] == -2
 
 
+def test_set_mtu_stores_the_per_protocol_mtus_and_dump_reports_them() -> None:
+    state = VppState()
+    sw = tap(state)
+    (before,) = dump(state, "sw_interface_dump", sw_if_index=sw)
+    assert before["mtu"] == [before["link_mtu"], 0, 0, 0]  # never set: the hardware MTU as L3
+    assert call(state, "sw_interface_set_mtu", sw_if_index=sw, mtu=[1400, 0, 1380, 0])["retval"] == 0
+    (after,) = dump(state, "sw_interface_dump", sw_if_index=sw)
+    assert after["mtu"] == [1400, 0, 1380, 0] and after["link_mtu"] == before["link_mtu"]
+    # VPP stores the values verbatim: zeros too (a 0 slot defers to L3; an L3 of 0 to VPP's 9000).
+    assert call(state, "sw_interface_set_mtu", sw_if_index=sw, mtu=[0, 0, 0, 0])["retval"] == 0
+    assert dump(state, "sw_interface_dump", sw_if_index=sw)[0]["mtu"] == [0, 0, 0, 0]
+    show = call(state, "cli_inband", cmd="show interface")["reply"]
+    assert "0/0/0/0" in next(line for line in show.splitlines() if line.startswith("tap0"))
+    call(state, "sw_interface_set_mtu", sw_if_index=sw, mtu=[1450, 0, 0, 0])
+    show = call(state, "cli_inband", cmd="show interface")["reply"]
+    assert "1450/0/0/0" in next(line for line in show.splitlines() if line.startswith("tap0"))
+    # An unknown (or deleted) interface is VALIDATE_SW_IF_INDEX's answer, and changes nothing.
+    assert call(state, "sw_interface_set_mtu", sw_if_index=9, mtu=[1400, 0, 0, 0])["retval"] == (
+        E.INVALID_SW_IF_INDEX
+    )
+    assert call(state, "sw_interface_set_mtu", sw_if_index=U32_MAX, mtu=[1400, 0, 0, 0])["retval"] == (
+        E.INVALID_SW_IF_INDEX
+    )
+    assert handle(state, "sw_interface_set_mtu", {"sw_if_index": sw, "mtu": 1400}) == {
+        "retval": E.INVALID_VALUE
+    }
+    assert dump(state, "sw_interface_dump", sw_if_index=sw)[0]["mtu"] == [1450, 0, 0, 0]
+
+
 def test_addresses() -> None:
     state = VppState()
     a, b = tap(state), tap(state)

@@ -318,6 +318,17 @@ def _sw_interface_set_flags(e: Env) -> None:
     assert int(e.iface(lo).flags) == 0
 
 
+@roundtrip("sw_interface_set_mtu")
+def _sw_interface_set_mtu(e: Env) -> None:
+    lo = e.loopback()
+    before = e.iface(lo)
+    assert list(before.mtu) == [before.link_mtu, 0, 0, 0]  # never set: the hardware MTU as L3
+    e.c.call("sw_interface_set_mtu", "tunnel", sw_if_index=lo, mtu=[1400, 0, 0, 0])
+    after = e.iface(lo)
+    assert list(after.mtu) == [1400, 0, 0, 0] and after.link_mtu == before.link_mtu
+    assert "1400/0/0/0" in e.cli(f"show interface {after.interface_name}").splitlines()[1]
+
+
 @roundtrip("sw_interface_tag_add_del")
 def _sw_interface_tag_add_del(e: Env) -> None:
     lo = e.loopback()
@@ -1414,6 +1425,7 @@ def _acl_applied_on_input(e: Env) -> dict[str, Any]:
 
 BAD_REQUESTS: dict[str, Bad] = {
     "sw_interface_set_flags": Bad({"sw_if_index": NO_IF, "flags": ADMIN_UP}, -2, "unknown interface"),
+    "sw_interface_set_mtu": Bad({"sw_if_index": NO_IF, "mtu": [1400, 0, 0, 0]}, -2, "unknown interface"),
     "sw_interface_tag_add_del": Bad(
         lambda e: {"is_add": True, "sw_if_index": e.loopback(), "tag": ""}, -7, "empty tag on add"
     ),

@@ -726,6 +726,206 @@ def test_untagged_leftover_of_a_crash_no_route_wants_is_deleted(sim: Sim, pool: 
         assert json.load(f)["tunnels"] == {}
 
 
+# ------------------------------------------------------------------------------ tunnel MTUs
+
+
+def with_config(sim: Sim, **over: Any) -> None:
+    """Felix's config changes (the dataplane calls configure): also what a restart starts with."""
+    sim.config = replace(sim.config, **over)
+    sim.routes.configure(sim.config)
+
+
+def dumped_mtu(sim: Sim, sw_if_index: int) -> list[int]:
+    (d,) = sim.node.client.dump("sw_interface_dump", sw_if_index=sw_if_index)
+    return list(d.mtu)
+
+
+def tunnel_to(sim: Sim, prefix: str) -> Any:
+    sw = path_of(sim.fib(prefix))[0]
+    return next(i for i in sim.tunnels().values() if i.sw_if_index == sw)
+
+
+MTU_CONFIG = {"vxlan_mtu": 1410, "vxlan_mtu_v6": 1390, "ipip_mtu": 1480}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "node", "pool", "mtu"),
+    [
+        ("10.65.3.0/26", "node-3", POOL_VXLAN, 1410),  # VXLANMTU
+        ("fd00:65:3::/122", "node-3", POOL_VXLAN, 1390),  # VXLANMTUV6: the outer header is IPv6
+        ("10.66.4.0/26", "node-4", POOL_IPIP, 1480),  # IpInIpMtu
+        ("fd00:66:4::/122", "node-4", POOL_IPIP, 1480),  # IpInIpMtu (Felix has no IPv6 one)
+    ],
+)
+def test_felix_tunnel_mtus_are_the_tunnels_l3_mtus(
+    sim: Sim, prefix: str, node: str, pool: int, mtu: int
+) -> None:
+    with_config(sim, **MTU_CONFIG)
+    st = cluster(node)
+    route(st, prefix, node, pool)
+    assert sim.apply(st, full=True) == []
+    itf = tunnel_to(sim, prefix)
+    assert dumped_mtu(sim, itf.sw_if_index) == [mtu, 0, 0, 0]
+    assert sim.sent["sw_interface_set_mtu"] == 1
+    assert itf.admin_up and itf.unnumbered_to == sim.node.uplink
+    # The tag is the tunnel's identity without its MTU: the same as with no MTU configured.
+    with open(os.path.join(sim.config.vpp_state_dir, RECORD_FILE)) as f:
+        spec = TunnelSpec.from_json(json.load(f)["tunnels"][itf.tag])
+    assert spec.mtu == mtu and itf.tag == spec._replace(mtu=0).tag
+    assert f" mtu {mtu})" in str(spec)
+
+
+def test_no_mtu_configured_sends_none_and_keeps_todays_tags(sim: Sim) -> None:
+    st = cluster("node-3", "node-4")
+    route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
+    route(st, "fd00:65:3::/122", "node-3", POOL_VXLAN)
+    route(st, "10.66.4.0/26", "node-4", POOL_IPIP)
+    assert sim.apply(st, full=True) == []
+    assert sim.sent["sw_interface_set_mtu"] == 0
+    # The tags (and record entries) the driver made before it applied MTUs, pinned.
+    assert set(sim.tunnels()) == {
+        "cvd-vxlan:node-3#544739e1",
+        "cvd-vxlan6:node-3#138e7980",
+        "cvd-ipip:node-4#c05733d1",
+    }
+    for itf in sim.tunnels().values():
+        assert dumped_mtu(sim, itf.sw_if_index) == [itf.mtu, 0, 0, 0]  # VPP's default, untouched
+    spec = TunnelSpec("vxlan", "node-3", IP("172.31.0.1"), IP("192.168.5.3"), 4096, 4789)  # type: ignore[arg-type]
+    assert spec.tag == "cvd-vxlan:node-3#544739e1" == spec._replace(mtu=1400).tag
+    assert spec.to_json() == {
+        "kind": "vxlan",
+        "node": "node-3",
+        "src": "172.31.0.1",
+        "dst": "192.168.5.3",
+        "vni": 4096,
+        "port": 4789,
+    }
+    assert TunnelSpec.from_json(spec.to_json()) == spec  # an old record reads as "no MTU"
+    with_mtu = spec._replace(mtu=1400)
+    assert with_mtu.to_json() == {**spec.to_json(), "mtu": 1400}
+    assert TunnelSpec.from_json(with_mtu.to_json()) == with_mtu
+
+
+@pytest.mark.parametrize(
+    ("prefix", "node", "pool", "key", "default"),
+    [
+        ("10.65.3.0/26", "node-3", POOL_VXLAN, "vxlan_mtu", [0, 0, 0, 0]),
+        ("fd00:65:3::/122", "node-3", POOL_VXLAN, "vxlan_mtu_v6", [0, 0, 0, 0]),
+        ("10.66.4.0/26", "node-4", POOL_IPIP, "ipip_mtu", [9000, 0, 0, 0]),
+    ],
+)
+def test_changed_mtu_is_set_on_the_tunnel_in_place(
+    sim: Sim, prefix: str, node: str, pool: int, key: str, default: list[int]
+) -> None:
+    """VPP keys a tunnel by its addresses, VNI and port: a second tunnel differing only in its
+    MTU would be refused. So the MTU changes on the live tunnel, and no route moves."""
+    with_config(sim, **{key: 1400})
+    st = cluster(node)
+    route(st, prefix, node, pool)
+    route(st, str(NET(prefix).network_address + 64) + f"/{NET(prefix).prefixlen}", node, pool)
+    assert sim.apply(st, full=True) == []
+    ((tag, itf),) = sim.tunnels().items()
+    with_config(sim, **{key: 1350})
+    assert sim.apply(st) == []
+    assert sim.tunnels() == {tag: itf} and dumped_mtu(sim, itf.sw_if_index) == [1350, 0, 0, 0]
+    assert route_msgs(sim.sent) == {"sw_interface_set_mtu": 1}  # one per tunnel, whatever its routes
+    assert path_of(sim.fib(prefix))[0] == itf.sw_if_index
+    with open(os.path.join(sim.config.vpp_state_dir, RECORD_FILE)) as f:
+        assert json.load(f)["tunnels"][tag]["mtu"] == 1350
+    # Back to "not set": VPP's own default for the kind of tunnel, and the record says so.
+    with_config(sim, **{key: 0})
+    assert sim.apply(st) == []
+    assert dumped_mtu(sim, itf.sw_if_index) == default and route_msgs(sim.sent) == {"sw_interface_set_mtu": 1}
+    with open(os.path.join(sim.config.vpp_state_dir, RECORD_FILE)) as f:
+        assert "mtu" not in json.load(f)["tunnels"][tag]
+    assert sim.apply(st, full=True) == [] and route_msgs(sim.sent) == {}  # settled
+
+
+def test_configure_with_a_new_mtu_makes_the_next_apply_full(sim: Sim) -> None:
+    st = cluster("node-3")
+    route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
+    sim.apply(st, full=True)
+    (itf,) = sim.tunnels().values()
+    with_config(sim, vxlan_mtu=1410)
+    assert sim.routes.apply(st, Dirty(), False) == []  # nothing dirty: the config alone
+    assert dumped_mtu(sim, itf.sw_if_index) == [1410, 0, 0, 0]
+
+
+def test_restart_with_the_same_mtu_changes_nothing(sim: Sim) -> None:
+    with_config(sim, **MTU_CONFIG)
+    st = cluster("node-3", "node-4")
+    route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
+    route(st, "fd00:65:3::/122", "node-3", POOL_VXLAN)
+    route(st, "10.66.4.0/26", "node-4", POOL_IPIP)
+    sim.apply(st, full=True)
+    tunnels = {t: i.sw_if_index for t, i in sim.tunnels().items()}
+    sim.restart()
+    assert set(sim.routes.tunnels) == set(tunnels)
+    assert sim.apply(st, full=True) == []
+    assert route_msgs(sim.sent) == {}  # no tunnel, route or MTU message
+    assert {t: i.sw_if_index for t, i in sim.tunnels().items()} == tunnels
+    # Without the record, the MTUs VPP reports are the ones wanted: still nothing to do but
+    # re-adding the routes it cannot tell are its own.
+    os.remove(os.path.join(sim.config.vpp_state_dir, RECORD_FILE))
+    sim.restart()
+    assert sim.apply(st, full=True) == []
+    assert route_msgs(sim.sent) == {"ip_route_add_del": 3}
+    assert {t: i.sw_if_index for t, i in sim.tunnels().items()} == tunnels
+
+
+def test_restart_with_another_mtu_sets_it_in_place(sim: Sim) -> None:
+    with_config(sim, ipip_mtu=1480)
+    st = cluster("node-4")
+    route(st, "10.66.4.0/26", "node-4", POOL_IPIP)
+    sim.apply(st, full=True)
+    ((tag, itf),) = sim.tunnels().items()
+    sim.config = replace(sim.config, ipip_mtu=1440)  # Felix's config changed while the driver was down
+    sim.restart()
+    assert sim.apply(st, full=True) == []
+    assert route_msgs(sim.sent) == {"sw_interface_set_mtu": 1}
+    assert sim.tunnels() == {tag: itf} and dumped_mtu(sim, itf.sw_if_index) == [1440, 0, 0, 0]
+    sim.config = replace(sim.config, ipip_mtu=0)  # ...and then unset: the record says it was set
+    sim.restart()
+    assert sim.apply(st, full=True) == []
+    assert dumped_mtu(sim, itf.sw_if_index) == [9000, 0, 0, 0]
+
+
+def test_mtu_vpp_refuses_on_a_new_tunnel_is_that_tunnels_failure(sim: Sim) -> None:
+    with_config(sim, vxlan_mtu=1410)
+    st = cluster("node-3")
+    route(st, "10.65.3.0/26", "node-3", POOL_NO_ENCAP)
+    sim.apply(st, full=True)
+    route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
+    sim.node.server.fail_nth("sw_interface_set_mtu", 1, -7)
+    problems = sim.apply(st)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(
+        "route 10.65.3.0/26: vxlan tunnel to node node-3 (172.31.0.1 -> 192.168.5.3"
+    )
+    assert "VPP refused its MTU 1410 (sw_interface_set_mtu)" in problems[0]
+    assert path_of(sim.fib("10.65.3.0/26")) == (U32_MAX, "192.168.5.3")  # kept
+    assert sim.tunnels() == {}  # the half-made tunnel is gone
+    assert sim.apply(st) == []  # retried
+    itf = tunnel_to(sim, "10.65.3.0/26")
+    assert dumped_mtu(sim, itf.sw_if_index) == [1410, 0, 0, 0]
+
+
+def test_mtu_vpp_refuses_on_an_existing_tunnel_keeps_its_routes_and_is_retried(sim: Sim) -> None:
+    st = cluster("node-4")
+    route(st, "10.66.4.0/26", "node-4", POOL_IPIP)
+    sim.apply(st, full=True)
+    (itf,) = sim.tunnels().values()
+    with_config(sim, ipip_mtu=1480)
+    sim.node.server.fail_nth("sw_interface_set_mtu", 1, -7)
+    problems = sim.apply(st)
+    assert len(problems) == 1 and "VPP refused its MTU 1480" in problems[0], problems
+    assert problems[0].startswith("route 10.66.4.0/26: ipip tunnel to node node-4")
+    assert path_of(sim.fib("10.66.4.0/26"))[0] == itf.sw_if_index  # still through it
+    assert dumped_mtu(sim, itf.sw_if_index) == [9000, 0, 0, 0]
+    assert sim.apply(st) == [] and sim.routes.problems == []  # retried without being dirty
+    assert dumped_mtu(sim, itf.sw_if_index) == [1480, 0, 0, 0]
+
+
 # ------------------------------------------------------------------------------ in the dataplane
 
 

@@ -85,7 +85,8 @@ def show_interface(state: VppState, args: list[str]) -> str:
         if args and itf.name != args[0]:
             continue
         state_word = "up" if itf.admin_up else "down"
-        lines.append(f"{itf.name:<32}{idx:^5}{state_word:^10}{f'{itf.mtu}/0/0/0':^21}".rstrip() + "\n")
+        mtus = "/".join(str(m) for m in (itf.sw_mtu if itf.sw_mtu is not None else (itf.mtu, 0, 0, 0)))
+        lines.append(f"{itf.name:<32}{idx:^5}{state_word:^10}{mtus:^21}".rstrip() + "\n")
     return "".join(lines)
 
 

@@ -305,6 +305,9 @@ MODULES: Final[tuple[Module, ...]] = (
         ("sw_interface_set_flags", "f5aec1b8",
             "u32 client_index; u32 context; interface_index sw_if_index; if_status_flags flags"),
         ("sw_interface_set_flags_reply", "e8d4e804", "u32 context; i32 retval"),
+        ("sw_interface_set_mtu", "5cbe85e5",
+            "u32 client_index; u32 context; interface_index sw_if_index; u32 mtu[4]"),
+        ("sw_interface_set_mtu_reply", "e8d4e804", "u32 context; i32 retval"),
         ("sw_interface_event", "2d3d95a7",
             "u32 client_index; u32 pid; interface_index sw_if_index; if_status_flags flags; "
             "bool deleted"),

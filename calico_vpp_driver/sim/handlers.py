@@ -353,7 +353,7 @@ def _details(state: VppState, itf: Interface) -> Reply:
         "link_duplex": 2 if itf.link_up and itf.kind in ("tap", "af_packet") else 0,
         "link_speed": 0,
         "link_mtu": itf.mtu,
-        "mtu": [itf.mtu, 0, 0, 0],
+        "mtu": list(itf.sw_mtu) if itf.sw_mtu is not None else [itf.mtu, 0, 0, 0],
         "sub_id": 0,
         "sub_number_of_tags": 0,
         "sub_outer_vlan_id": 0,
@@ -411,6 +411,22 @@ def sw_interface_tag_add_del(state: VppState, req: Request) -> Reply:
         itf.tag = tag[:63]
     else:
         itf.tag = ""
+    return _ok()
+
+
+def sw_interface_set_mtu(state: VppState, req: Request) -> Reply:
+    """interface_api.c: the four per-protocol MTUs [L3, IP4, IP6, MPLS] are stored as given
+    (vnet_sw_interface_set_protocol_mtu does no range check; a 0 slot defers to L3)."""
+    itf = _valid_if(state, _get(req, "sw_if_index"))
+    if itf is None:
+        return _rv(E.INVALID_SW_IF_INDEX)
+    raw = req.get("mtu") or []
+    if not isinstance(raw, list | tuple) or len(raw) > 4:
+        raise BadValue(f"not four MTUs: {raw!r}")
+    values = [_int(v) for v in raw]
+    if any(v < 0 or v > U32_MAX for v in values):
+        raise BadValue(f"not four u32 MTUs: {raw!r}")
+    itf.sw_mtu = values + [0] * (4 - len(values))
     return _ok()
 
 
@@ -1811,6 +1827,7 @@ _RAW_HANDLERS: dict[str, Handler] = {
     "sw_interface_dump": sw_interface_dump,
     "sw_interface_set_flags": sw_interface_set_flags,
     "sw_interface_tag_add_del": sw_interface_tag_add_del,
+    "sw_interface_set_mtu": sw_interface_set_mtu,
     "sw_interface_add_del_address": sw_interface_add_del_address,
     "ip_address_dump": ip_address_dump,
     "sw_interface_set_table": sw_interface_set_table,

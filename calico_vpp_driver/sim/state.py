@@ -233,6 +233,10 @@ class Interface:
     link_up: bool = False
     tag: str = ""
     mtu: int = 9000
+    # The sw interface's per-protocol MTUs [L3, IP4, IP6, MPLS] as sw_interface_set_mtu stored
+    # them (0 in a protocol slot: the L3 value applies); None until set: VPP then reports the
+    # hardware MTU as the L3 one.
+    sw_mtu: list[int] | None = None
     table4: int = 0
     table6: int = 0
     addresses: list[IPIface] = field(default_factory=list)

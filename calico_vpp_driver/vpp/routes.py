@@ -30,13 +30,25 @@ gets, all in FIB table 0 of the route's family (Felix's ``route_mgr.go``, ``vxla
 
 Tunnels: one per (kind, peer, addresses, VNI, port), created when a route first needs it, set up
 (tag; unnumbered from the interface holding this node's address, else from the default route's
-interface, because VPP drops what a tunnel decapsulates unless IP is enabled on it; admin up)
-and deleted when no route uses it. VXLAN tunnels are L3 (``is_l3``) and hand what they
-decapsulate to ip4-input/ip6-input, whose arc index VPP gives with ``add_node_next``. A change
-of VNI, port or address makes a new tunnel; the routes move to it (replaced in place) before the
-old one is deleted. Each tunnel is tagged ``cvd-vxlan:<node>#<fingerprint>`` (``cvd-vxlan6``,
-``cvd-ipip``, ``cvd-ipip6``), the fingerprint being a hash of its parameters, so that a
-restarted driver finds it with ``sw_interface_dump`` and knows whether it is still wanted.
+interface, because VPP drops what a tunnel decapsulates unless IP is enabled on it; its MTU when
+Felix's config sets one; admin up) and deleted when no route uses it. VXLAN tunnels are L3
+(``is_l3``) and hand what they decapsulate to ip4-input/ip6-input, whose arc index VPP gives with
+``add_node_next``. A change of VNI, port or address makes a new tunnel; the routes move to it
+(replaced in place) before the old one is deleted. Each tunnel is tagged
+``cvd-vxlan:<node>#<fingerprint>`` (``cvd-vxlan6``, ``cvd-ipip``, ``cvd-ipip6``), the fingerprint
+being a hash of those parameters, so that a restarted driver finds it with ``sw_interface_dump``
+and knows whether it is still wanted.
+
+MTU: ``VXLANMTU`` for VXLAN tunnels over IPv4, ``VXLANMTUV6`` over IPv6, ``IpInIpMtu`` for IP-in-IP
+over either family (Felix has no IPv6 IP-in-IP MTU), sent as the tunnel's L3 MTU
+(``sw_interface_set_mtu`` ``[mtu, 0, 0, 0]``: the per-protocol 0s mean "the L3 MTU"). 0, Felix's
+default (Felix then derives the MTU from the host's interfaces), leaves VPP's default alone. The
+MTU is not part of a tunnel's identity: VPP keys tunnels by addresses, VNI and port and would
+refuse a second tunnel that differed only in its MTU. So a changed MTU is set on the existing
+tunnel in place (no route moves, no gap); going back to 0 restores VPP's default on tunnels the
+driver had set an MTU on. The MTU is not in the tag either, so tags and records of tunnels made
+before MTUs were applied stay valid, and a restart compares the recorded and dumped MTU with the
+config instead of replacing tunnels.
 
 Ownership and restart: a record file, not mark-and-sweep. The routes live in table 0, next to
 routes the driver did not make (the uplink's default route, the pods' /32s added by the CNI
@@ -59,9 +71,9 @@ in place, but stale routes cannot be told from others' and stay, and a stale VXL
 (deleted by its parameters, which only the record had) is logged for an operator.
 
 Costs: a ``RouteUpdate`` is one ``ip_route_add_del`` (plus, for a node's first route, four
-messages to create and set up its tunnel; for a new prefix, one small file write); a full resync
-is three pipelined batches (tunnels, their setup, routes) and nothing at all for what is
-already right.
+messages to create and set up its tunnel, five with an MTU; for a new prefix, one small file
+write); a full resync is three pipelined batches (tunnels, their setup, routes) and nothing at all
+for what is already right; an MTU change is one ``sw_interface_set_mtu`` per tunnel.
 """
 
 from __future__ import annotations
@@ -111,10 +123,17 @@ _ADMIN_UP = 1
 # vnet/error.h
 _TUNNEL_EXIST = -75
 _IF_ALREADY_EXISTS = -79
+# The L3 MTU VPP gives a new tunnel, put back when the config's MTU goes back to 0 (not set):
+# ipip.c sets 9000 itself; a VXLAN tunnel keeps the 0 vnet_register_interface leaves, which
+# vnet_sw_interface_get_mtu reads as 9000.
+_DEFAULT_L3_MTU = {"vxlan": 0, "ipip": 9000}
 
 
 class TunnelSpec(NamedTuple):
-    """Everything that makes a tunnel: a change of any field is another tunnel."""
+    """Everything the driver wants of a tunnel. A change of any field but ``mtu`` is another
+    tunnel; ``mtu`` (0: VPP's default) is set on the tunnel in place, since VPP tells tunnels
+    apart by their addresses, VNI and port only and would refuse a second one that differs in
+    its MTU alone."""
 
     kind: str  # "vxlan" | "ipip"
     node: str
@@ -122,6 +141,7 @@ class TunnelSpec(NamedTuple):
     dst: IPAddress
     vni: int = 0
     port: int = 0
+    mtu: int = 0
 
     @property
     def family(self) -> int:
@@ -130,8 +150,9 @@ class TunnelSpec(NamedTuple):
     @property
     def tag(self) -> str:
         """``cvd-<kind>[6]:<node>#<fingerprint>``, at most 63 characters (long node names are
-        cut and completed with a hash of the whole name)."""
-        fp = hashlib.sha256(repr(tuple(self._json().items())).encode()).hexdigest()[:8]
+        cut and completed with a hash of the whole name). The MTU is not in the fingerprint:
+        it is not part of the tunnel's identity (class docstring)."""
+        fp = hashlib.sha256(repr(tuple(self._identity().items())).encode()).hexdigest()[:8]
         head = f"{TAG_PREFIX}{self.kind}{'6' if self.family == 6 else ''}:"
         node = self.node
         room = TAG_MAX - len(head) - len(fp) - 1
@@ -139,7 +160,7 @@ class TunnelSpec(NamedTuple):
             node = node[: room - 13] + "~" + hashlib.sha256(node.encode()).hexdigest()[:12]
         return f"{head}{node}#{fp}"
 
-    def _json(self) -> dict[str, Any]:
+    def _identity(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "node": self.node,
@@ -148,6 +169,14 @@ class TunnelSpec(NamedTuple):
             "vni": self.vni,
             "port": self.port,
         }
+
+    def _json(self) -> dict[str, Any]:
+        """The record's form: the identity, and the MTU only when one is set (records written
+        before MTUs were applied read back the same)."""
+        data = self._identity()
+        if self.mtu:
+            data["mtu"] = self.mtu
+        return data
 
     def to_json(self) -> dict[str, Any]:
         return self._json()
@@ -161,10 +190,13 @@ class TunnelSpec(NamedTuple):
             ipaddress.ip_address(data["dst"]),
             int(data.get("vni", 0)),
             int(data.get("port", 0)),
+            int(data.get("mtu", 0)),
         )
 
     def __str__(self) -> str:
         extra = f" vni {self.vni} port {self.port}" if self.kind == "vxlan" else ""
+        if self.mtu:
+            extra += f" mtu {self.mtu}"
         return f"{self.kind} tunnel to node {self.node} ({self.src} -> {self.dst}{extra})"
 
 
@@ -190,6 +222,9 @@ class Path(NamedTuple):
 class _Tunnel:
     sw_if_index: int
     spec: TunnelSpec | None  # None: adopted from VPP, parameters unknown (record lost)
+    # The L3 MTU VPP has for it, when known: dumped at adoption, or set by this process.
+    # None: created by this process and left at VPP's default.
+    mtu: int | None = None
 
 
 @dataclass(slots=True)
@@ -199,6 +234,10 @@ class _Plan:
     changes: dict[IPNetwork, tuple[Path, TunnelSpec | None]] = field(default_factory=dict)
     deletes: list[IPNetwork] = field(default_factory=list)
     problems: dict[IPNetwork, str] = field(default_factory=dict)
+    # The tunnel every route of this apply wants, changed or not (by tag): an MTU change
+    # moves no route, so existing tunnels' MTUs are compared against these.
+    tunnels: dict[str, TunnelSpec] = field(default_factory=dict)
+    users: dict[str, list[IPNetwork]] = field(default_factory=dict)  # tag -> those routes
 
 
 class _Own(NamedTuple):
@@ -242,7 +281,7 @@ class RouteProgrammer:
     # ------------------------------------------------------------------ public API
 
     def configure(self, config: Config) -> None:
-        """A changed VNI, port or hostname changes tunnels: the next apply recomputes all."""
+        """A changed VNI, port, MTU or hostname changes tunnels: the next apply recomputes all."""
         if config != self._config:
             self._config = config
             self._need_full = True
@@ -284,7 +323,7 @@ class RouteProgrammer:
         for d in self._client.dump("sw_interface_dump", sw_if_index=U32_MAX):
             tag = str(d.tag).rstrip("\x00")
             if tag.startswith((f"{TAG_PREFIX}vxlan", f"{TAG_PREFIX}ipip")):
-                self._tunnels[tag] = _Tunnel(int(d.sw_if_index), specs.get(tag))
+                self._tunnels[tag] = _Tunnel(int(d.sw_if_index), specs.get(tag), int(d.mtu[0]))
         self._unseen = {tag: spec for tag, spec in specs.items() if tag not in self._tunnels}
         by_index = {t.sw_if_index: tag for tag, t in self._tunnels.items()}
         recorded: set[IPNetwork] = set()
@@ -407,6 +446,9 @@ class RouteProgrammer:
                     plan.problems[dst] = got
                 else:
                     want = got
+            if want is not None and want[1] is not None:
+                plan.tunnels[want[1].tag] = want[1]
+                plan.users.setdefault(want[1].tag, []).append(dst)
             if want is None:
                 if dst in self._routes:
                     plan.deletes.append(dst)
@@ -465,7 +507,7 @@ class RouteProgrammer:
             return f"{what}: node IP {peer} is not IPv{dst.version}; not programmed"
         if peer == src:
             return f"{what}: node IP {peer} is this node's own address; not programmed"
-        spec = TunnelSpec("ipip", route.dst_node_name, src, peer)
+        spec = TunnelSpec("ipip", route.dst_node_name, src, peer, mtu=self._config.ipip_mtu)
         return Path("tunnel", None, spec.tag), spec
 
     def _vxlan_path(
@@ -484,13 +526,18 @@ class RouteProgrammer:
             )
         if outer == src:
             return f"{what}: the VTEP of node {vtep.node} has this node's address {outer}; not programmed"
-        spec = TunnelSpec("vxlan", vtep.node, src, outer, self._config.vxlan_vni, self._config.vxlan_port)
+        mtu = self._config.vxlan_mtu_v6 if outer.version == 6 else self._config.vxlan_mtu
+        spec = TunnelSpec(
+            "vxlan", vtep.node, src, outer, self._config.vxlan_vni, self._config.vxlan_port, mtu
+        )
         return Path("tunnel", None if no_nh else inner, spec.tag), spec
 
     # ------------------------------------------------------------------ programming
 
     def _execute(self, plan: _Plan) -> None:
-        """Tunnels first, then routes (replaced in place), then deletes, then unused tunnels."""
+        """Tunnels first (new ones made, existing ones' MTUs set), then routes (replaced in
+        place), then deletes, then unused tunnels."""
+        mtus = self._mtu_changes(plan)
         new_specs: dict[str, TunnelSpec] = {}
         for _path, spec in plan.changes.values():
             if spec is None:
@@ -502,9 +549,11 @@ class RouteProgrammer:
                 adopted.spec = spec  # the tag's fingerprint says these are its parameters
                 self._record_stale = True
         new_prefixes = [p for p in plan.changes if p not in self._routes]
-        if new_specs or new_prefixes:
-            self._save_record(extra_routes=new_prefixes, extra_tunnels=new_specs.values())
+        if new_specs or new_prefixes or mtus:
+            extra_tunnels = [*new_specs.values(), *(plan.tunnels[tag] for tag in mtus)]
+            self._save_record(extra_routes=new_prefixes, extra_tunnels=extra_tunnels)
         failed_tags = self._create_tunnels(new_specs, plan)
+        self._set_mtus(mtus, plan)
         routes = {dst: path for dst, (path, _spec) in plan.changes.items() if path.tunnel not in failed_tags}
         self._add_routes(routes, plan)
         self._delete_routes(plan.deletes, plan)
@@ -557,6 +606,55 @@ class RouteProgrammer:
         for tag, reason in failed.items():
             log.error("tunnel_not_made", tag=tag, reason=reason)
         return set(failed)
+
+    def _mtu_changes(self, plan: _Plan) -> dict[str, int]:
+        """Existing tunnels whose MTU is not the one the config asks: tag -> the L3 MTU to send.
+
+        A set MTU is compared with what VPP has (dumped at adoption, or set since); going back
+        to 0 restores VPP's default only where the driver had set one (its record says so), so
+        an MTU set by someone else on a tunnel adopted without the record is left alone."""
+        changes: dict[str, int] = {}
+        for tag, want in plan.tunnels.items():
+            tunnel = self._tunnels.get(tag)
+            if tunnel is None:
+                continue  # made with its MTU by _create_tunnels
+            if want.mtu:
+                if tunnel.mtu != want.mtu:
+                    changes[tag] = want.mtu
+                    continue
+            elif tunnel.spec is not None and tunnel.spec.mtu:
+                changes[tag] = _DEFAULT_L3_MTU[want.kind]
+                continue
+            if tunnel.spec is not None and tunnel.spec != want:
+                tunnel.spec = want  # VPP already has this MTU; the record did not say so
+                self._record_stale = True
+        return changes
+
+    def _set_mtus(self, mtus: Mapping[str, int], plan: _Plan) -> None:
+        """Set existing tunnels' MTUs in place. A refusal leaves the tunnel and its routes as
+        they were (they still carry traffic) and is reported on those routes, so that the next
+        apply tries again."""
+        requests = [
+            Request(
+                "sw_interface_set_mtu",
+                {"sw_if_index": self._tunnels[tag].sw_if_index, "mtu": [mtu, 0, 0, 0]},
+                tag,
+            )
+            for tag, mtu in mtus.items()
+        ]
+        for req, res in zip(requests, self._batch(requests), strict=True):
+            tag = str(req.obj)
+            tunnel, want = self._tunnels[tag], plan.tunnels[tag]
+            if res.ok:
+                tunnel.mtu = mtus[tag]
+                tunnel.spec = want
+                self._record_stale = True
+                continue
+            what = f"MTU {want.mtu}" if want.mtu else f"default MTU {mtus[tag]}"
+            reason = f"{want}: VPP refused its {what} (sw_interface_set_mtu): {res.error}"
+            log.error("tunnel_mtu_not_set", tag=tag, reason=reason)
+            for dst in plan.users.get(tag, ()):
+                plan.problems.setdefault(dst, f"route {dst}: {reason}; the tunnel keeps its previous MTU")
 
     def _create_request(self, spec: TunnelSpec) -> Request:
         if spec.kind == "vxlan":
@@ -615,8 +713,9 @@ class RouteProgrammer:
         return index
 
     def _setup_tunnels(self, tags: Sequence[str]) -> dict[str, str]:
-        """Tag, unnumbered, admin up. Returns tag -> reason for those that failed (deleted
-        again when they could not even be tagged: an untagged tunnel is nobody's)."""
+        """Tag, unnumbered, MTU (when the config sets one), admin up. Returns tag -> reason for
+        those that failed (deleted again when they could not even be tagged: an untagged tunnel
+        is nobody's)."""
         requests: list[Request] = []
         owners: dict[str, int | None] = {}
         for tag in tags:
@@ -636,14 +735,28 @@ class RouteProgrammer:
                         tag,
                     )
                 )
+            if tunnel.spec.mtu:
+                # [L3, IP4, IP6, MPLS]: the protocols' 0 means "the L3 MTU".
+                mtu = [tunnel.spec.mtu, 0, 0, 0]
+                requests.append(Request("sw_interface_set_mtu", {"sw_if_index": sw, "mtu": mtu}, tag))
             requests.append(Request("sw_interface_set_flags", {"sw_if_index": sw, "flags": _ADMIN_UP}, tag))
         failed: dict[str, str] = {}
         untagged: list[str] = []
         for req, res in zip(requests, self._batch(requests), strict=True):
-            if res.ok or req.obj in failed:
-                continue
             tag = str(req.obj)
-            failed[tag] = f"{self._tunnels[tag].spec}: VPP refused {req.message}: {res.error}"
+            if res.ok:
+                if req.message == "sw_interface_set_mtu":
+                    self._tunnels[tag].mtu = req.fields["mtu"][0]
+                continue
+            if tag in failed:
+                continue
+            spec = self._tunnels[tag].spec
+            if req.message == "sw_interface_set_mtu":
+                failed[tag] = (
+                    f"{spec}: VPP refused its MTU {req.fields['mtu'][0]} (sw_interface_set_mtu): {res.error}"
+                )
+            else:
+                failed[tag] = f"{spec}: VPP refused {req.message}: {res.error}"
             if req.message == "sw_interface_tag_add_del":
                 untagged.append(tag)
         for tag, owner in owners.items():
