@@ -1136,3 +1136,14 @@ def test_svc_unique_id_matches_felix() -> None:
     # rule_scanner_test.go "dest service" / "src service": the same hash makes every set ID.
     assert make_unique_id("svc", "default/svc") == "svc:Jhwii46PCMT5NlhWsUqZmv7al8TeHFbNQMhoVg"
     assert make_unique_id("svcnoport", "default/svc") == "svcnoport:T03S_6hogdrGKrNFBcbKTFsH_uKwDHEo8JddOg"
+
+
+def test_floating_ips_become_the_endpoints_nat_entries() -> None:
+    # libcalico-go's pod conversion: each floating IP maps to the pod's address of its family;
+    # one of a family the pod has no address of is dropped.
+    fips = ("203.0.113.10", "2001:db8::10", "203.0.113.11")
+    c = calc([ns("x")], [Pod("a", "x", ("10.65.0.10",), NODE, {}, "default", (), fips)])
+    ep = c.endpoints[("k8s", "x/a", "eth0")]
+    assert list(ep.ipv4_nat) == [pb.NatInfo(ext_ip="203.0.113.10", int_ip="10.65.0.10"),
+                                 pb.NatInfo(ext_ip="203.0.113.11", int_ip="10.65.0.10")]
+    assert list(ep.ipv6_nat) == []

@@ -254,6 +254,18 @@ def test_unsupported_fields_exit_2_naming_the_field(snippet: str, field: str) ->
         ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: [10.65.0.1, 10.65.0.2]}\n",
          "two addresses of the same family"),
         ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: []}\n", "one or two addresses"),
+        ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: [10.65.0.1],\n"
+         "     annotations: {cni.projectcalico.org/floatingIPs: '[1.2.3.4]'}}\n",
+         "pods[0].annotations[cni.projectcalico.org/floatingIPs]: not JSON"),
+        ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: [10.65.0.1],\n"
+         "     annotations: {cni.projectcalico.org/floatingIPs: '\"1.2.3.4\"'}}\n",
+         "expected a JSON list of addresses"),
+        ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: [10.65.0.1],\n"
+         "     annotations: {cni.projectcalico.org/floatingIPs: '[\"1.2.3\"]'}}\n",
+         "pods[0].annotations[cni.projectcalico.org/floatingIPs][0]"),
+        ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: [10.65.0.1],\n"
+         "     annotations: {cni.projectcalico.org/ipAddrs: '[\"10.65.0.1\"]'}}\n",
+         "pods[0].annotations[cni.projectcalico.org/ipAddrs]: not modelled by scenarios"),
         ("namespaces: [{name: x}]\npods:\n  - {name: a, namespace: x, ips: [10.65.0.1], node: node-9}\n",
          "node 'node-9', which is not listed"),
         ("namespaces: [{name: x, labels: {kubernetes.io/metadata.name: y}}]\n",

@@ -400,6 +400,7 @@ class _Workload:
     ipv4: tuple[str, ...]  # bare addresses
     ipv6: tuple[str, ...]
     ports: tuple[tuple[str, str, int], ...]  # (name, tcp|udp|sctp, port)
+    nats: tuple[tuple[str, str], ...] = ()  # floating IPs: (external, the pod's address)
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -449,7 +450,21 @@ def _workload(pod: Pod, iface_prefix: str) -> _Workload | None:
         ipv4=tuple(v4),
         ipv6=tuple(v6),
         ports=tuple(ports),
+        nats=_floating_ip_nats(pod.floating_ips, v4, v6),
     )
+
+
+def _floating_ip_nats(
+    floating: Iterable[str], v4: Sequence[str], v6: Sequence[str]
+) -> tuple[tuple[str, str], ...]:
+    """Calico's pod conversion: each floating IP maps to the pod's address of its family, and one
+    of a family the pod has no address of is dropped."""
+    out = []
+    for ext in floating:
+        inner = v6 if ":" in ext else v4
+        if inner:
+            out.append((ext, inner[-1]))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -794,6 +809,8 @@ class FelixCalc:
             ipv4_nets=[_host_cidr(a) for a in wl.ipv4],
             ipv6_nets=[_host_cidr(a) for a in wl.ipv6],
             tiers=self._tier_infos(wl.key),
+            ipv4_nat=[pb.NatInfo(ext_ip=e, int_ip=i) for e, i in wl.nats if ":" not in e],
+            ipv6_nat=[pb.NatInfo(ext_ip=e, int_ip=i) for e, i in wl.nats if ":" in e],
         )
         labels = dict(wl.labels)
         if labels.get("kubevirt.io") == "virt-launcher":

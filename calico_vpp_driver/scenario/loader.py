@@ -25,7 +25,9 @@ Defaults and rules the format leaves to this module:
 * Pods: ``namespace/name`` unique; ``ips`` one or two bare addresses of different families,
   unique across pods; ``node`` defaults to the scenario's node and must be a known node;
   ``serviceAccount`` defaults to ``default``; ``ports`` entries have ``containerPort``, optional
-  ``name`` and ``protocol`` (TCP, UDP or SCTP; default TCP).
+  ``name`` and ``protocol`` (TCP, UDP or SCTP; default TCP); ``annotations`` (this project's
+  extension) may hold ``cni.projectcalico.org/floatingIPs`` (`_floating_ips`), and a probe to a
+  local pod's floating IP is resolved to that pod (`ProbeEnd.floating_ip`).
 * Policies are manifests, verbatim: ``networking.k8s.io/v1`` NetworkPolicy (checked and converted
   as the API server and Calico do, `k8s.convert_network_policy`); ``projectcalico.org/v3``
   NetworkPolicy, GlobalNetworkPolicy, StagedNetworkPolicy, StagedGlobalNetworkPolicy (their spec
@@ -55,7 +57,9 @@ Defaults and rules the format leaves to this module:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -109,7 +113,9 @@ _TOP_KEYS = ("description", "node", "config", "ipPools", "nodes", "namespaces", 
 _POOL_KEYS = ("cidr", "natOutgoing", "vxlanMode", "ipipMode")
 _NODE_KEYS = ("name", "ip", "podCIDR", "labels")
 _NAMESPACE_KEYS = ("name", "labels")
-_POD_KEYS = ("name", "namespace", "labels", "ips", "node", "serviceAccount", "ports")
+_POD_KEYS = ("name", "namespace", "labels", "ips", "node", "serviceAccount", "ports", "annotations")
+FLOATING_IPS_ANNOTATION = "cni.projectcalico.org/floatingIPs"
+_CALICO_ANNOTATION_PREFIX = "cni.projectcalico.org/"
 _PORT_KEYS = ("name", "containerPort", "protocol")
 _TIER_KEYS = ("name", "order", "defaultAction")
 _STEP_KEYS = ("description", "apply", "delete", "probes")
@@ -158,6 +164,9 @@ class ProbeEnd:
     pod: str | None = None  # "namespace/name" when the address is a pod's
     local: bool = False  # a pod on the scenario's node
     host: bool = False  # the scenario's node itself
+    # Sent to this floating IP of a local pod: VPP translates it to ``ip``, the pod's address,
+    # which is what policy sees (Felix's floating-IP DNAT comes before its filter chains).
+    floating_ip: str | None = None
 
     @property
     def endpoint_key(self) -> tuple[str, str, str] | None:
@@ -527,7 +536,37 @@ def _pod(item: Any, path: str, local: str) -> Pod:
             if m.get("serviceAccount") is not None else "default"
         ),
         ports=tuple(ports),
+        floating_ips=_floating_ips(m.get("annotations"), f"{path}.annotations"),
     )
+
+
+def _floating_ips(value: Any, path: str) -> tuple[str, ...]:
+    """A pod's ``cni.projectcalico.org/floatingIPs``: a JSON list of addresses, as Calico's
+    Kubernetes conversion reads it. Other Calico CNI annotations are not modelled (an error);
+    annotations of anything else mean nothing to Felix and are ignored, as by Calico."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        _fail(path, f"expected a mapping of strings, got {_type(value)}")
+    out: list[str] = []
+    for key, raw in value.items():
+        if not isinstance(key, str):
+            _fail(path, f"annotation keys must be strings, got {key!r}")
+        if key == FLOATING_IPS_ANNOTATION:
+            apath = f"{path}[{key}]"
+            text = _str(raw, apath, required=True)
+            try:
+                items = json.loads(text)
+            except ValueError as exc:
+                _fail(apath, f"not JSON: {exc}")
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                _fail(apath, f"expected a JSON list of addresses, got {text!r}")
+            out.extend(str(_address(i, f"{apath}[{j}]")) for j, i in enumerate(items))
+        elif key.startswith(_CALICO_ANNOTATION_PREFIX):
+            _fail(f"{path}[{key}]", f"not modelled by scenarios (only {FLOATING_IPS_ANNOTATION} is)")
+        else:
+            _str(raw, f"{path}[{key}]")
+    return tuple(out)
 
 
 def _tier(item: Any, path: str) -> Tier:
@@ -781,9 +820,10 @@ class _Builder:
 # ---------------------------------------------------------------------------------------------
 
 
-def _probe_end(value: Any, path: str, cluster: Cluster, node: str, node_ips: Mapping[str, str]
-               ) -> tuple[ProbeEnd, Pod | None]:
-    """Resolve ``ns/pod`` or an address; returns the end (address filled in later) and its pod."""
+def _probe_end(value: Any, path: str, cluster: Cluster, node: str, node_ips: Mapping[str, str],
+               *, to: bool = False) -> tuple[ProbeEnd, Pod | None]:
+    """Resolve ``ns/pod`` or an address (for ``to``, also a local pod's floating IP); returns the
+    end (address filled in later) and its pod."""
     if value is None:
         _fail(path, "required")
     text = _str(value, path, required=True)
@@ -796,6 +836,12 @@ def _probe_end(value: Any, path: str, cluster: Cluster, node: str, node_ips: Map
     for key, pod in cluster.pods.items():
         if str(addr) in pod.ips:
             return ProbeEnd(text, str(addr), key, pod.node == node), pod
+    if to:
+        for key, pod in cluster.pods.items():
+            if pod.node == node and str(addr) in pod.floating_ips:
+                inner = [ip for ip in pod.ips if ipaddress.ip_address(ip).version == addr.version]
+                if inner:  # a floating IP of a family the pod lacks is dropped by Calico
+                    return ProbeEnd(text, inner[0], key, True, floating_ip=str(addr)), pod
     host = node_ips.get(str(addr)) == node
     return ProbeEnd(text, str(addr), host=host), None
 
@@ -816,7 +862,7 @@ def _families(end: ProbeEnd, pod: Pod | None) -> set[int]:
 def _probe(item: Any, path: str, cluster: Cluster, node: str, node_ips: Mapping[str, str]) -> Probe:
     m = _mapping(item, path, _PROBE_KEYS)
     src, src_pod = _probe_end(m.get("from"), f"{path}.from", cluster, node, node_ips)
-    dst, dst_pod = _probe_end(m.get("to"), f"{path}.to", cluster, node, node_ips)
+    dst, dst_pod = _probe_end(m.get("to"), f"{path}.to", cluster, node, node_ips, to=True)
 
     proto_raw = _str(m.get("protocol"), f"{path}.protocol") or "TCP"
     protocol = _PROBE_PROTOCOLS.get(proto_raw.lower())
@@ -842,8 +888,8 @@ def _probe(item: Any, path: str, cluster: Cluster, node: str, node_ips: Mapping[
         _fail(f"{path}.protocol", "ICMPv6 is IPv6 only")
     if protocol == "ICMP" and family == 6:
         protocol = "ICMPv6"
-    src = ProbeEnd(src.text, _pick_ip(src, src_pod, family), src.pod, src.local, src.host)
-    dst = ProbeEnd(dst.text, _pick_ip(dst, dst_pod, family), dst.pod, dst.local, dst.host)
+    src = dataclasses.replace(src, ip=_pick_ip(src, src_pod, family))
+    dst = dataclasses.replace(dst, ip=_pick_ip(dst, dst_pod, family))
 
     port: int | None = None
     port_name: str | None = None

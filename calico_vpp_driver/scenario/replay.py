@@ -342,6 +342,8 @@ def _vpp_verdict(
         src_pod = _pod_name(node, probe.src.ip)
         if src_pod is None:
             return None, [], None
+    if probe.dst.floating_ip is not None:  # VPP sees the address it was sent to
+        packet = replace(packet, dst=ipaddress.ip_address(probe.dst.floating_ip))
     outcome = node.forward(packet, src_pod)
     return outcome.verdict == "allow", outcome.trace, outcome.egress
 

@@ -35,6 +35,7 @@ class Pod:
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str = "default"
     ports: tuple[ContainerPort, ...] = ()
+    floating_ips: tuple[str, ...] = ()  # cni.projectcalico.org/floatingIPs, as written
 
 
 @dataclass(frozen=True)
