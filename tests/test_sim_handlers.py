@@ -956,3 +956,43 @@ def test_npol_policy_items_in_wire_form_act_as_decoded_items(
         policy = state.npol_policies.get(pid)
         results.append((policy.rx, policy.tx))  # type: ignore[union-attr]
     assert results[0] == results[1]
+
+
+def test_cnat_snat_entry_hazards_are_recorded() -> None:
+    # VPP's cnat_snat_cleanup frees a USE_AS_DEFAULT entry but keeps snat_default_policy
+    # pointing at it, so a new entry is written into freed memory; the server reports the
+    # hazards a handler records as errors naming the request.
+    state = VppState()
+
+    def snat(ip4: str, flags: int, fib: int = 0, ip6: str = "::") -> None:
+        reply = call(
+            state,
+            "cnat_set_snat_addresses_v2",
+            fwd_fib_index=fib,
+            ret_fib_index=fib,
+            snat_ip4=IPv4Address(ip4),
+            snat_ip6=IPv6Address(ip6),
+            sw_if_index=U32_MAX,
+            flags=flags,
+        )
+        assert reply["retval"] == 0
+
+    snat("10.0.0.1", 2)  # NO_CLIENT: deleting and making it again is safe
+    snat("0.0.0.0", 0)
+    snat("10.0.0.1", 2)
+    snat("0.0.0.0", 0)
+    assert state.hazards == []
+    snat("10.0.0.1", 2 | 4)  # USE_AS_DEFAULT
+    snat("0.0.0.0", 0)
+    assert state.hazards == []
+    snat("10.0.0.1", 2)
+    assert len(state.hazards) == 1 and "freed" in state.hazards[0], state.hazards
+
+    # Both families for an entry that has only IPv4 and is no default: a debug-build ASSERT.
+    state = VppState()
+    snat("10.0.0.2", 2, fib=1)
+    snat("0.0.0.0", 2, fib=1, ip6="fd00::2")  # one family per message: fine
+    snat("10.0.0.3", 2, fib=2)
+    assert state.hazards == []
+    snat("10.0.0.3", 2, fib=2, ip6="fd00::3")
+    assert len(state.hazards) == 1 and "ASSERT" in state.hazards[0], state.hazards

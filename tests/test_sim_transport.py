@@ -46,6 +46,7 @@ class StubState:
         self.interfaces: dict[int, dict[str, Any]] = {}
         self.routes: list[dict[str, Any]] = []
         self.next_rule = 0
+        self.hazards: list[str] = []
 
 
 def _create_loopback(st: StubState, req: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +94,11 @@ def _broken(st: StubState, req: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError("handler bug")
 
 
+def _hazardous(st: StubState, req: dict[str, Any]) -> dict[str, Any]:
+    st.hazards.append("the stub's VPP would now be broken")
+    return {"retval": 0}
+
+
 HANDLERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
     "create_loopback": _create_loopback,
     "sw_interface_set_flags": _set_flags,
@@ -102,6 +108,7 @@ HANDLERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
     "npol_rule_create": _rule_create,
     "show_version": _show_version,
     "npol_rule_delete": _broken,
+    "sw_interface_tag_add_del": _hazardous,
 }
 
 
@@ -217,6 +224,16 @@ def test_handler_failure_is_retval_and_recorded(sim: SimServer, clients: Clients
     assert client.api.npol_rule_delete(rule_id=1).retval == -1
     assert any("handler bug" in e for e in sim.errors)
     assert client.api.show_version().retval == 0  # still serving
+
+
+def test_a_hazard_a_handler_records_is_an_error_naming_the_request(sim: SimServer, clients: Clients) -> None:
+    client = clients()
+    assert client.api.sw_interface_tag_add_del(is_add=True, sw_if_index=1, tag="t").retval == 0  # accepted
+    assert sim.errors == [
+        "sw_interface_tag_add_del: VPP accepts this but is left broken: the stub's VPP would now be broken"
+    ]
+    assert client.api.show_version().retval == 0
+    assert len(sim.errors) == 1  # reported once
 
 
 def test_dump_details_then_control_ping(sim: SimServer, clients: Clients) -> None:

@@ -308,12 +308,33 @@ def test_snat_entry_has_no_client_so_the_node_address_stays_reachable(h: Harness
     h.pod(A, "calia", A_IP)
     h.apply()
     entry = h.node.server.state.default_snat()
-    assert entry is not None and entry.flags == nat.CNAT_SNAT_F_NO_CLIENT | nat.CNAT_SNAT_F_USE_AS_DEFAULT
+    # Not USE_AS_DEFAULT: VPP frees such an entry without clearing its fallback pointer.
+    assert entry is not None and entry.flags == nat.CNAT_SNAT_F_NO_CLIENT
     assert entry.policy == nat.CNAT_POLICY_IF_PFX
     # Without NO_CLIENT cnat would own the node address in the FIB and drop all but replies.
     ssh = Packet(ip_address(OTHER_NODE), ip_address(NODE_IP), 6, 51000, 22)
     verdict, trace = h.send(ssh, h.node.uplink)
     assert verdict == "allow" and "local delivery" in trace[-1], trace
+
+
+def test_an_address_family_learnt_later_goes_to_the_entry_on_its_own(h: Harness) -> None:
+    # The node's IPv6 address comes after the entry was made with IPv4 alone. VPP finds the
+    # entry per family, so both addresses in one message would trip cnat_set_snat's ASSERT (the
+    # simulator reports it, and apply() fails on any simulator error).
+    h.st.update_host_metadata("v4v6", HostMetadata(HOST, ipv4_addr=IPv4Address(NODE_IP)))
+    h.pod(A, "calia", A_IP, A_IP6)
+    h.apply()
+    entry = h.node.server.state.default_snat()
+    assert entry is not None and entry.has4 and not entry.has6
+    assert snatted_to(h.from_pod("calia", A_IP, OUTSIDE)[1], NODE_IP)
+    h.st.update_host_metadata(
+        "v4v6", HostMetadata(HOST, ipv4_addr=IPv4Address(NODE_IP), ipv6_addr=IPv6Address(NODE_IP6))
+    )
+    assert h.apply() == []
+    assert h.messages.count("cnat_set_snat_addresses_v2") == 1
+    assert h.node.server.state.default_snat() is entry and entry.snat_ip6 == IPv6Address(NODE_IP6)
+    verdict, trace = h.from_pod("calia", A_IP6, OUTSIDE6, proto=17)
+    assert verdict == "allow" and snatted_to(trace, NODE_IP6), trace
 
 
 # ------------------------------------------------------------------ floating IPs

@@ -49,8 +49,9 @@ restores what was there). The same removal runs first, for what an interrupted r
 left. What stays, as a restarted driver would find it: the client's instance sentinel (a
 loopback tagged ``cvd-vpp-instance:...``), the deny-all ACL, and cnat's default SNAT entry with
 the test's addresses, policy IF_PFX and nothing included (it NATs nothing). The entry is not
-deleted because VPP cannot safely create it again afterwards: ``cnat_snat_cleanup`` leaves
-``snat_default_policy`` pointing at the freed entry, so the next ``cnat_set_snat_addresses_v2``
+deleted: one made with ``USE_AS_DEFAULT`` (by Calico/VPP, or by this driver before it stopped
+passing that flag) cannot safely be made again afterwards, since ``cnat_snat_cleanup`` leaves
+``snat_default_policy`` pointing at the freed entry and the next ``cnat_set_snat_addresses_v2``
 updates that freed pool slot instead of allocating one (no port allocator, and
 ``cnat_snat_addresses_dump`` no longer lists it). Unused ``cvd-acl-`` ACLs a driver left behind
 are garbage the test's driver deletes.

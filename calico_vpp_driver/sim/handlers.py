@@ -78,6 +78,7 @@ from .state import (
     CNAT_IF_HOST,
     CNAT_POLICY_DNAT,
     CNAT_SESSION_IS_RETURN,
+    CNAT_SNAT_F_USE_AS_DEFAULT,
     NH_PROTO_IP4,
     NH_PROTO_IP6,
     NPOL_CIDR,
@@ -1681,12 +1682,34 @@ def _set_snat(
     ip4_set = int(ip4) != 0
     ip6_set = int(ip6) != 0
     entry = state.snat.get(fwd)
+    # What VPP's per-family lookups return: the fib's entry once that family was set on it, else
+    # the default entry (a freed one, once cnat_snat_cleanup has left the pointer dangling).
+    default: SnatEntry | str | None = next(
+        (e for e in state.snat.values() if e.flags & CNAT_SNAT_F_USE_AS_DEFAULT), None
+    )
+    if state.snat_default_freed:
+        default = "freed"
+    cpe4 = entry if entry is not None and entry.has4 else default
+    cpe6 = entry if entry is not None and entry.has6 else default
+    if not (cpe4 is cpe6 or (not sw_if_set and not (ip4_set and ip6_set))):
+        state.hazards.append(
+            "both addresses for an entry that has only one family set and is not the default: "
+            "cnat_set_snat's ASSERT (cpe4 == cpe6 || ...) aborts a debug build of VPP"
+        )
     if not (sw_if_set or ip4_set or ip6_set):
         if entry is None:
             return E.FEATURE_DISABLED
+        if entry.flags & CNAT_SNAT_F_USE_AS_DEFAULT:
+            state.snat_default_freed = True
         del state.snat[fwd]
         return 0
     if entry is None:
+        if state.snat_default_freed:
+            state.hazards.append(
+                "a new SNAT entry after the default one was deleted: VPP updates the freed entry "
+                "snat_default_policy still points at (no port allocator; the dump no longer lists "
+                "it), so the first source-NATed flow uses freed memory"
+            )
         entry = state.snat[fwd] = SnatEntry(fwd_fib_index=fwd, ret_fib_index=ret, flags=flags)
     entry.ret_fib_index = ret
     if sw_if_set or ip4_set:

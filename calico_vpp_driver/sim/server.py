@@ -678,11 +678,17 @@ class SimServer:
                 return [(reply, fallback(request))], None
             self._error(f"no handler for {name}")
             return ([] if dump else [(reply, _retval(self.defs, reply, UNIMPLEMENTED))]), None
+        state = self.state
         try:
-            result = handler(self.state, request)
+            result = handler(state, request)
         except Exception:
             self._error(f"handler for {name} failed:\n{traceback.format_exc()}")
             return ([] if dump else [(reply, _retval(self.defs, reply, UNSPECIFIED))]), None
+        finally:
+            hazards = getattr(state, "hazards", None) or []
+            for hazard in hazards:
+                self._error(f"{name}: VPP accepts this but is left broken: {hazard}")
+            hazards.clear()
         if dump:
             if not isinstance(result, list):
                 self._error(f"handler for dump {name} returned {type(result).__name__}, not a list")

@@ -136,6 +136,7 @@ CNAT_POLICY_NONE, CNAT_POLICY_IF_PFX, CNAT_POLICY_K8S, CNAT_POLICY_DNAT = 0, 1, 
 CNAT_IF_INCLUDE_V4, CNAT_IF_INCLUDE_V6, CNAT_IF_POD, CNAT_IF_HOST = 0, 1, 2, 3
 CNAT_SESSION_IS_RETURN = 1 << 4
 CNAT_SNAT_F_NO_CLIENT = 2  # cnat_snat_policy_flags (cnat.api)
+CNAT_SNAT_F_USE_AS_DEFAULT = 4
 
 # urpf modes (urpf.api).
 URPF_OFF, URPF_LOOSE, URPF_STRICT = 0, 1, 2
@@ -573,6 +574,12 @@ class VppState:
         # cnat
         self.translations: Pool[CnatTranslation] = Pool()
         self.snat: dict[int, SnatEntry] = {}  # fwd_fib_index -> entry
+        # cnat_snat_cleanup frees an entry made with USE_AS_DEFAULT but leaves
+        # snat_default_policy pointing at it: from then on VPP "finds" the freed entry.
+        self.snat_default_freed = False
+        #: Requests VPP accepts but that leave it broken (VPP bugs a driver must steer clear
+        #: of); the server reports each one in its errors, naming the request.
+        self.hazards: list[str] = []
         self.cnat_sessions: dict[tuple[int, Tuple5], CnatSession] = {}
         self.cnat_session_counter = 0
 

@@ -42,15 +42,23 @@ pod with addresses of one family in both kinds of pool cannot be expressed; it i
 (its NAT-outgoing traffic keeps working) and reported. A pool change re-evaluates only the
 include bits and prefixes that differ: one message per changed interface bit or prefix.
 
-The SNAT entry is the default one (forwarding VRF 0), created with
-``cnat_set_snat_addresses_v2`` flags ``NO_CLIENT | USE_AS_DEFAULT``: without NO_CLIENT cnat
-installs a return-only *exclusive* FIB entry for the node address, which drops every packet to
-the node that is not a reply to a NATed flow. With NO_CLIENT the replies are un-NATed by the
-``cnat-lookup`` input feature, so cnat's feature must be on every interface (pods: their
-flows must be looked up on input for ``cnat-output`` to act; uplinks and tunnels: SNAT and
-the un-NAT of replies). The programmer enables it once per interface while there is anything
-to NAT, and never disables it (npol relies on it too): share ``cnat_enabled`` with the npol
-store, since enabling a feature twice adds its node twice (vnet/config.c does not deduplicate).
+The SNAT entry is the one of forwarding VRF 0 (which cnat's API calls the default: its
+``..._get_default`` looks up VRF 0 first), created with ``cnat_set_snat_addresses_v2`` flag
+``NO_CLIENT``: without NO_CLIENT cnat installs a return-only *exclusive* FIB entry for the node
+address, which drops every packet to the node that is not a reply to a NATed flow. With
+NO_CLIENT the replies are un-NATed by the ``cnat-lookup`` input feature, so cnat's feature must
+be on every interface (pods: their flows must be looked up on input for ``cnat-output`` to act;
+uplinks and tunnels: SNAT and the un-NAT of replies). The programmer enables it once per
+interface while there is anything to NAT, and never disables it (npol relies on it too): share
+``cnat_enabled`` with the npol store, since enabling a feature twice adds its node twice
+(vnet/config.c does not deduplicate).
+
+Not ``USE_AS_DEFAULT`` (what Calico/VPP passes): that makes the entry VPP's fallback for every
+VRF, and ``cnat_snat_cleanup`` frees such an entry without clearing the fallback pointer, so an
+entry deleted and created again (below: a fresh entry whose policy is refused) would be written
+into freed memory, with no port allocator. Without the flag VPP finds the entry per family
+(setting a family's address registers it), so an existing entry is updated one family per
+message: both addresses for an entry holding one family trip an ASSERT in ``cnat_set_snat``.
 
 A fresh entry's policy is NONE until ``cnat_set_snat_policy`` (VPP cannot create it with
 another): both messages go in one batch, but a flow that starts between them is NATed (and
@@ -126,7 +134,6 @@ U32_MAX = 0xFFFFFFFF
 VRF = 0  # the forwarding / return FIB index of the SNAT entry (cnat's CNAT_FIB_TABLE)
 CNAT_POLICY_IF_PFX = 1
 CNAT_SNAT_F_NO_CLIENT = 2
-CNAT_SNAT_F_USE_AS_DEFAULT = 4
 INCLUDE_MAP = {4: 0, 6: 1}  # family -> cnat_snat_policy_table (INCLUDE_V4 / INCLUDE_V6)
 NO_SUCH_ENTRY = -6
 INVALID_SW_IF_INDEX = -2
@@ -661,12 +668,18 @@ class NatProgrammer:
         needed = bool(include_want[4] or include_want[6])
         if have.snat is None and not needed:
             return
-        requests: list[Request] = []
-        changed = have.snat is None or any(
-            want.get(f) is not None and want.get(f) != have.snat.get(f) for f in (4, 6)
-        )
-        if changed and (want.ip4 is not None or want.ip6 is not None):
-            requests.append(self._snat_request(want))
+        # A new entry gets both families in one message; an existing one gets each changed family
+        # in a message of its own (see the module docstring on the SNAT entry).
+        updates: list[SnatAddresses] = []
+        if have.snat is None:
+            if want.ip4 is not None or want.ip6 is not None:
+                updates.append(want)
+        else:
+            if want.ip4 is not None and want.ip4 != have.snat.ip4:
+                updates.append(SnatAddresses(want.ip4, None))
+            if want.ip6 is not None and want.ip6 != have.snat.ip6:
+                updates.append(SnatAddresses(None, want.ip6))
+        requests = [self._snat_request(u) for u in updates]
         if not have.policy_set or have.snat is None:
             requests.append(("cnat_set_snat_policy", {"policy": CNAT_POLICY_IF_PFX}, "SNAT policy IF_PFX"))
         results = self._send(requests)
@@ -675,9 +688,10 @@ class NatProgrammer:
                 self._fail(obj, res.error)
             elif name == "cnat_set_snat_policy":
                 have.policy_set = True
-            else:
+        for update, res in zip(updates, results[: len(updates)], strict=True):
+            if res.error is None:
                 old = have.snat or SnatAddresses(None, None)
-                have.snat = SnatAddresses(want.ip4 or old.ip4, want.ip6 or old.ip6)
+                have.snat = SnatAddresses(update.ip4 or old.ip4, update.ip6 or old.ip6)
         if have.snat is None:
             return
         if not have.policy_set:
@@ -708,7 +722,7 @@ class NatProgrammer:
             "snat_ip4": want.ip4 or IPv4Address(0),
             "snat_ip6": want.ip6 or IPv6Address(0),
             "sw_if_index": U32_MAX,
-            "flags": CNAT_SNAT_F_NO_CLIENT | CNAT_SNAT_F_USE_AS_DEFAULT,
+            "flags": CNAT_SNAT_F_NO_CLIENT,
         }
         return ("cnat_set_snat_addresses_v2", fields, f"SNAT addresses {want.ip4} {want.ip6}")
 
