@@ -621,3 +621,21 @@ def test_bad_path_expectations_are_errors_naming_the_field(probe: str, message: 
     with pytest.raises(ScenarioError) as info:
         load_scenario(ROUTED + f"probes:\n  - {{from: x/a, to: x/c, port: 80, {probe}}}\n")
     assert message in str(info.value)
+
+
+def test_tunnel_addresses_stay_put_when_a_later_pod_takes_the_first_block_address() -> None:
+    # IPAM handed node-2's tunnel address out before any step: a pod that a later step adds
+    # cannot have had it, so the tunnel address avoids every stage's pods and the VTEP stays.
+    scenario = load_scenario(textwrap.dedent("""\
+        ipPools: [{cidr: 10.65.0.0/16, vxlanMode: Always}]
+        nodes:
+          - {name: node-1, ip: 192.168.0.11/24, podCIDR: 10.65.1.0/26}
+          - {name: node-2, ip: 192.168.0.12/24, podCIDR: 10.65.2.0/26}
+        namespaces: [{name: x}]
+        pods: [{name: a, namespace: x, ips: [10.65.1.10]}]
+        steps:
+          - apply: [{kind: Pod, name: b, namespace: x, ips: [10.65.2.0], node: node-2}]
+        """))
+    first, later = (scenario.calc(stage) for stage in scenario.stages)
+    assert first.vteps["node-2"].ipv4_addr == "10.65.2.1"
+    assert later.vteps == first.vteps

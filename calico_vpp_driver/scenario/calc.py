@@ -587,7 +587,10 @@ class FelixCalc:
         tiers: Iterable[Tier],
         policies: Iterable[PolicyResource],
         config: Mapping[str, Any] | None = None,
+        pod_ips_ever: Iterable[str] = (),
     ) -> None:
+        """``pod_ips_ever``: pod addresses of the cluster's other states (a scenario's other
+        stages), which its nodes' tunnel addresses must avoid too, so that these stay put."""
         if not node:
             raise ScenarioError("node: the local node needs a name")
         self.node = node
@@ -726,7 +729,7 @@ class FelixCalc:
         for i, spec in enumerate(self._pool_specs):
             self._add_pool(spec, i)
         self.encapsulation = self._encapsulation()
-        self.tunnel_addrs: dict[str, list[tuple[int, IPAddr]]] = self._tunnel_addresses()
+        self.tunnel_addrs: dict[str, list[tuple[int, IPAddr]]] = self._tunnel_addresses(pod_ips_ever)
         self.route_resolver_enabled = self._route_resolver_enabled()
         self.routes: dict[str, pb.RouteUpdate] = self._routes() if self.route_resolver_enabled else {}
         self.vteps: dict[str, pb.VXLANTunnelEndpointUpdate] = self._vteps()
@@ -879,17 +882,18 @@ class FelixCalc:
             no_encap_enabled=no_encap,
         )
 
-    def _tunnel_addresses(self) -> dict[str, list[tuple[int, IPAddr]]]:
+    def _tunnel_addresses(self, pod_ips_ever: Iterable[str]) -> dict[str, list[tuple[int, IPAddr]]]:
         """Node -> (reference type, address) of the tunnel addresses calico-node gives it
         (``node/pkg/allocateip``, in its order: IPIP, VXLAN, VXLAN IPv6): one per kind whose
         encapsulation a pool of that family turns on (IPIP: IPv4 pools only).
 
         IPAM takes them from the node's own block, which a scenario writes as the node's
         ``podCIDR``; the address is the block's lowest one that no pod uses (a block hands out
-        its addresses in order). A node whose pod CIDR lies in no such pool would get one from a
-        block the scenario does not describe, so it gets none here (and so no VTEP).
+        its addresses in order) in any state of the cluster. A node whose pod CIDR lies in no
+        such pool would get one from a block the scenario does not describe, so it gets none here
+        (and so no VTEP).
         """
-        used: set[IPAddr] = set()
+        used: set[IPAddr] = {ipaddress.ip_address(a) for a in pod_ips_ever}
         for wl in self._workloads.values():
             used.update(ipaddress.ip_address(a) for a in wl.addresses)
         out: dict[str, list[tuple[int, IPAddr]]] = {}

@@ -243,6 +243,7 @@ class Scenario:
             c.tiers.values(),
             c.policies.values(),
             self.config,
+            pod_ips_ever=sorted({ip for st in self.stages for p in st.cluster.pods.values() for ip in p.ips}),
         )
 
     @property
