@@ -6,21 +6,48 @@ takes its pods over."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 from collections.abc import Iterator
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
 import grpc
 import pytest
 from felixsim import FelixSim, policy_id, tcp_rule, tier, wep_id, wep_key
 
 from calico_vpp_driver.cni import cnibackend_pb2 as cpb
+from calico_vpp_driver.cni.types import is_go_mac
 from calico_vpp_driver.felix import felixbackend_pb2 as pb
 from calico_vpp_driver.sim.packet import Packet, evaluate
 from calico_vpp_driver.sim.server import SimServer
 from calico_vpp_driver.vpp.pods import parse_pod_tag
+
+# What the stand-in `ip -j -d link show` prints: the two ends of a pod's veth pair.
+POD_END_MAC = "02:00:00:aa:bb:01"
+POD_END = json.dumps(
+    [
+        {
+            "ifindex": 2,
+            "link_index": 1,
+            "ifname": "eth0",
+            "address": POD_END_MAC,
+            "linkinfo": {"info_kind": "veth"},
+        }
+    ]
+)
+HOST_END = json.dumps(
+    [
+        {
+            "ifindex": 1,
+            "link_index": 2,
+            "ifname": "cali",
+            "address": "02:00:00:aa:bb:02",
+            "linkinfo": {"info_kind": "veth"},
+        }
+    ]
+)
 
 
 class Cluster:
@@ -32,14 +59,25 @@ class Cluster:
         self.cni_socket = os.path.join(tmp, "cni", "cni.sock")
         self.felix: FelixSim | None = None
         # The simulated VPP makes no Linux namespaces: `ip` and `nsenter` are stand-ins that
-        # record what the driver ran in the pods' namespaces (and succeed).
+        # record what the driver ran in the pods' namespaces (and succeed). `nsenter` runs the
+        # `ip` it is given (nothing else); `ip -j` shows a veth pair eth0 <-> any host name.
         self.bin = os.path.join(tmp, "bin")
         self.commands = os.path.join(tmp, "commands.log")
         os.makedirs(self.bin)
-        for tool in ("ip", "nsenter"):
+        scripts = {
+            "nsenter": f'echo "nsenter $*" >> {self.commands}\n'
+            'if [ "$2" = "ip" ]; then shift; exec "$@"; fi\n',
+            "ip": f'echo "ip $*" >> {self.commands}\n'
+            'case "$*" in\n'
+            f"  '-j -d link show dev eth0') echo '{POD_END}' ;;\n"
+            f"  '-j -d link show dev '*) echo '{HOST_END}' ;;\n"
+            "  '-j addr show dev '*) echo '[]' ;;\n"
+            "esac\n",
+        }
+        for tool, script in scripts.items():
             path = os.path.join(self.bin, tool)
             with open(path, "w") as f:
-                f.write(f'#!/bin/sh\necho "{tool} $*" >> {self.commands}\n')
+                f.write("#!/bin/sh\n" + script)
             os.chmod(path, 0o755)
 
     def ran(self) -> list[str]:
@@ -49,13 +87,13 @@ class Cluster:
         except FileNotFoundError:
             return []
 
-    def start_driver(self) -> FelixSim:
+    def start_driver(self, pod_interface: str = "tap") -> FelixSim:
         self.felix = FelixSim(
             extra_env={
                 "CALICO_VPP_API_SOCKET": self.sim.socket_path,
                 "CALICO_VPP_CNI_SOCKET": self.cni_socket,
                 "CALICO_VPP_STATE_DIR": os.path.join(self.tmp, "state"),
-                "CALICO_VPP_POD_INTERFACE": "tap",
+                "CALICO_VPP_POD_INTERFACE": pod_interface,
                 "PATH": self.bin + os.pathsep + os.environ.get("PATH", ""),
             }
         ).start()
@@ -87,10 +125,17 @@ class Cluster:
             )
             return fn(request, timeout=10)
 
-    def cni_add(self, pod: str, ip: str, host_name: str) -> cpb.AddReply:
+    def netns(self, pod: str) -> str:
+        """A network namespace path that exists (a file) for the pods that need one."""
+        path = os.path.join(self.tmp, f"netns-{pod}")
+        with open(path, "w"):
+            pass
+        return path
+
+    def cni_add(self, pod: str, ip: str, host_name: str, netns: str | None = None) -> cpb.AddReply:
         req = cpb.AddRequest(
             interface_name="eth0",
-            netns=f"/var/run/netns/cni-{pod}",
+            netns=netns or f"/var/run/netns/cni-{pod}",
             desired_host_interface_name=host_name,
             settings=cpb.ContainerSettings(mtu=1410),
             container_ips=[cpb.IPConfig(address=f"{ip}/32", gateway="<nil>")],
@@ -108,10 +153,10 @@ class Cluster:
         assert isinstance(reply, cpb.AddReply)
         return reply
 
-    def cni_del(self, pod: str) -> cpb.DelReply:
-        reply = self._call(
-            "Del", cpb.DelRequest(interface_name="eth0", netns=f"/var/run/netns/cni-{pod}"), cpb.DelReply
-        )
+    def cni_del(self, pod: str, netns: str | None = None) -> cpb.DelReply:
+        """A DEL; `netns=""` is one without a netns (the runtime had removed it)."""
+        ns = f"/var/run/netns/cni-{pod}" if netns is None else netns
+        reply = self._call("Del", cpb.DelRequest(interface_name="eth0", netns=ns), cpb.DelReply)
         assert isinstance(reply, cpb.DelReply)
         return reply
 
@@ -240,3 +285,46 @@ def test_a_restarted_driver_keeps_its_pods(cluster: Cluster) -> None:
     assert cluster.pod_sw("calia0000000000") == sw  # the same interface, found by its tag
     assert cluster.cni_del("a").successful
     assert cluster.pod_sw("calia0000000000") is None
+
+
+@pytest.mark.parametrize("pod_interface", ["tap", "veth"])
+def test_the_add_reply_carries_a_mac_the_plugin_parses_also_after_a_driver_restart(
+    cluster: Cluster, pod_interface: str
+) -> None:
+    """Calico's plugin fails the ADD unless Go's net.ParseMAC reads the reply's MAC: a TUN pod
+    answers Calico/VPP's placeholder, a veth pod its pod end's MAC, also when a restarted driver
+    answers the plugin's retry for a pod it learnt from VPP's tags."""
+    expected = "02:00:00:00:00:00" if pod_interface == "tap" else POD_END_MAC
+    cluster.start_driver(pod_interface)
+    netns = cluster.netns("a")
+    reply = cluster.cni_add("a", A_IP, "calia0000000000", netns)
+    assert reply.successful, reply.error_message
+    assert reply.container_mac == expected and is_go_mac(reply.container_mac)
+    sw = cluster.pod_sw("calia0000000000")
+    cluster.stop_driver()
+    cluster.start_driver(pod_interface)
+    reply = cluster.cni_add("a", A_IP, "calia0000000000", netns)  # the plugin's retry
+    assert reply.successful, reply.error_message
+    assert reply.container_mac == expected
+    assert cluster.pod_sw("calia0000000000") == sw
+    with cluster.sim.lock:
+        kind = cluster.sim.state.interfaces.get(sw).kind  # type: ignore[union-attr]
+    assert kind == ("tap" if pod_interface == "tap" else "af_packet")
+
+
+def test_a_del_without_netns_removes_the_pod_whose_namespace_is_gone(cluster: Cluster) -> None:
+    """Calico's plugin passes the runtime's empty netns on: the DEL names only "eth0"."""
+    cluster.start_driver()
+    gone = cluster.netns("a")
+    assert cluster.cni_add("a", A_IP, "calia0000000000", gone).successful
+    assert cluster.cni_add("b", B_IP, "calib0000000000", cluster.netns("b")).successful
+    os.remove(gone)  # the runtime removed pod a's namespace, then asks for the DEL
+    assert cluster.cni_del("a", netns="").successful
+    assert cluster.pod_sw("calia0000000000") is None
+    assert cluster.pod_sw("calib0000000000") is not None
+    with open(os.path.join(cluster.tmp, "state", "pods.json")) as f:
+        recorded = json.load(f)["pods"]
+    assert [p["host_interface_name"] for p in recorded.values()] == ["calib0000000000"]
+    with cluster.sim.lock:
+        routes = cluster.sim.state.table(False, 0).routes  # type: ignore[union-attr]
+        assert ip_network(f"{A_IP}/32") not in routes and ip_network(f"{B_IP}/32") in routes

@@ -31,7 +31,14 @@ from calico_vpp_driver.cni.server import (
     parse_add,
     split_wep_name,
 )
-from calico_vpp_driver.cni.types import PodError, PodRequest, PodResult, WorkloadIdentity
+from calico_vpp_driver.cni.types import (
+    TUN_CONTAINER_MAC,
+    PodError,
+    PodRequest,
+    PodResult,
+    WorkloadIdentity,
+    is_go_mac,
+)
 
 NETNS = "/var/run/netns/cni-1b2c"
 
@@ -263,12 +270,59 @@ def test_handler_returning_no_interface_is_an_internal_error(client: Client, han
     assert not reply.successful and "internal error" in reply.error_message
 
 
+@pytest.mark.parametrize(
+    "mac",
+    ["", "02:00:00:00:00", "02:00:00:00:00:0g", "02-00:00:00:00:00", "0200.0000.00", "02:00:00:00:00:00:00"],
+)
+def test_an_add_never_succeeds_with_a_mac_the_plugin_cannot_parse(
+    client: Client, handler: FakeHandler, mac: str
+) -> None:
+    """The plugin runs net.ParseMAC on a successful reply's MAC and fails the ADD (after
+    releasing the pod's addresses) when it cannot: such a reply is refused here, with a reason."""
+    handler.add = lambda request: PodResult(request.host_interface_name, mac)  # type: ignore[method-assign]
+    reply = client.add(k8s_request())
+    assert not reply.successful and "internal error" in reply.error_message
+    assert "cannot parse" in reply.error_message and repr(mac) in reply.error_message
+
+
+def test_a_tun_pods_reply_carries_the_placeholder_mac(client: Client, handler: FakeHandler) -> None:
+    handler.add = lambda request: PodResult(request.host_interface_name)  # type: ignore[method-assign]
+    reply = client.add(k8s_request())
+    assert reply.successful and reply.container_mac == TUN_CONTAINER_MAC == "02:00:00:00:00:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        # Go's net.ParseMAC examples and boundaries (net/mac.go).
+        ("00:00:5e:00:53:01", True),
+        ("02:00:5e:10:00:00:00:01", True),
+        ("00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", True),
+        ("00-00-5e-00-53-01", True),
+        ("0000.5e00.5301", True),
+        ("0200.5e10.0000.0001", True),
+        ("AA:BB:CC:DD:EE:FF", True),
+        ("", False),
+        ("00:00:5e:00:53", False),
+        ("00:00:5e:00:53:01:02", False),
+        ("00:00:5e:00:53-01", False),
+        ("00:00:5e:00:53:0", False),
+        ("0000.5e00.530", False),
+        ("00005e005301", False),
+        ("zz:00:5e:00:53:01", False),
+    ],
+)
+def test_is_go_mac_accepts_what_go_parses(text: str, ok: bool) -> None:
+    assert is_go_mac(text) is ok
+
+
 def test_del(client: Client, handler: FakeHandler) -> None:
     reply = client.delete(
         pb.DelRequest(netns=NETNS, interface_name="eth0", dataplane_options={"type": "grpc"})
     )
     assert reply.successful and reply.error_message == ""
-    # CNI allows a DEL whose netns is already gone: the handler still gets it.
+    # CNI allows a DEL whose netns is already gone: the handler still gets it (and removes the
+    # pods whose namespace is gone).
     assert client.delete(pb.DelRequest(netns="", interface_name="eth0")).successful
     assert handler.deleted == [(NETNS, "eth0"), ("", "eth0")]
 

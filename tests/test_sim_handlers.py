@@ -360,6 +360,77 @@ def test_urpf_and_cnat_feature() -> None:
     assert state.interfaces.get(sw).cnat_feature  # type: ignore[union-attr]
 
 
+def test_urpf_mode_is_kept_per_index_and_outlives_the_interface() -> None:
+    """urpf.c: the mode lives in a table by sw_if_index that nothing clears on delete, and asking
+    for the mode it holds changes nothing; the feature itself goes with the interface."""
+    state = VppState()
+    sw = tap(state)
+    assert call(state, "urpf_update", sw_if_index=sw, mode=2, af=1, is_input=True)["retval"] == 0
+    assert call(state, "tap_delete_v2", sw_if_index=sw)["retval"] == 0
+    assert tap(state) == sw  # the index is reused
+    itf = state.interfaces.get(sw)
+    assert itf is not None and itf.urpf == {}  # the feature went with the deleted interface
+    assert call(state, "urpf_update", sw_if_index=sw, mode=2, af=1, is_input=True)["retval"] == 0
+    assert itf.urpf == {}  # VPP's table already said strict: nothing happened
+    assert state.urpf_cfgs[(1, True, sw)] == 2
+    call(state, "urpf_update", sw_if_index=sw, mode=1, af=1, is_input=True)
+    assert itf.urpf == {(True, 1): 1}
+    call(state, "urpf_update", sw_if_index=sw, mode=2, af=1, is_input=True)
+    assert itf.urpf == {(True, 1): 2}
+    call(state, "urpf_update", sw_if_index=sw, mode=0, af=1, is_input=True)
+    assert itf.urpf == {} and state.urpf_cfgs[(1, True, sw)] == 0
+    assert call(state, "urpf_update", sw_if_index=sw, mode=0, af=1, is_input=True)["retval"] == 0
+
+
+def test_ip6_link_is_a_lock_count_taken_by_the_api_and_by_ipv6_addresses() -> None:
+    state = VppState()
+    sw = call(
+        state, "af_packet_create_v3", mode=1, host_if_name="veth-a", hw_addr=bytes.fromhex("eeeeeeeeeeee")
+    )["sw_if_index"]
+    itf = state.interfaces.get(sw)
+    assert itf is not None and not state.ip_enabled(itf, True)
+    ip6 = "sw_interface_ip6_enable_disable"
+    assert call(state, ip6, sw_if_index=99, enable=True)["retval"] == E.INVALID_SW_IF_INDEX
+    assert call(state, ip6, sw_if_index=sw, enable=False)["retval"] == E.IP6_NOT_ENABLED
+    assert call(state, ip6, sw_if_index=sw, enable=True)["retval"] == 0
+    assert state.ip_enabled(itf, True) and not state.ip_enabled(itf, False)
+    assert state.ip6_link_local(itf) == IPv6Address("fe80::ecee:eeff:feee:eeee")
+    assert call(state, ip6, sw_if_index=sw, enable=True)["retval"] == E.VALUE_EXIST
+    assert call(state, ip6, sw_if_index=sw, enable=False)["retval"] == 0
+    assert state.ip6_link_local(itf) is not None  # one lock left
+    assert call(state, ip6, sw_if_index=sw, enable=False)["retval"] == 0
+    assert state.ip6_link_local(itf) is None
+    # An IPv6 address takes a lock and its deletion drops it (ip6_forward.c).
+    prefix = {"address": raw_addr("fd00::1"), "len": 64}
+    assert (
+        call(state, "sw_interface_add_del_address", sw_if_index=sw, is_add=True, prefix=prefix)["retval"] == 0
+    )
+    assert itf.ip6_link_locks == 1
+    assert call(state, ip6, sw_if_index=sw, enable=True)["retval"] == E.VALUE_EXIST
+    assert (
+        call(state, "sw_interface_add_del_address", sw_if_index=sw, is_add=False, prefix=prefix)["retval"]
+        == 0
+    )
+    assert itf.ip6_link_locks == 1
+
+
+def test_route_delete_needs_no_path_and_one_naming_a_deleted_interface_is_refused() -> None:
+    """fib_api.c decodes a delete's paths too: a path through an interface VPP no longer has is
+    -54 and the route stays; a delete without paths removes it (ip_api.c, fib_table_entry_delete)."""
+    state = VppState()
+    sw = tap(state)
+    add = "ip_route_add_del"
+    path = {"sw_if_index": sw, "proto": 0}
+    prefix = IPv4Network("10.0.0.5/32")
+    assert call(state, add, is_add=True, route=_route(prefix, [path]))["retval"] == 0
+    assert call(state, "tap_delete_v2", sw_if_index=sw)["retval"] == 0
+    reply = call(state, add, is_add=False, route=_route(prefix, [path]))
+    assert reply["retval"] == E.NO_MATCHING_INTERFACE
+    assert "10.0.0.5/32" in _prefixes(state)
+    assert call(state, add, is_add=False, route=_route(prefix, []))["retval"] == 0
+    assert "10.0.0.5/32" not in _prefixes(state)
+
+
 # ---------------------------------------------------------------------------------------
 # FIB
 

@@ -643,6 +643,44 @@ def _urpf_update(e: Env) -> None:
     assert e.probe(probe)[0] == "allow"
 
 
+@roundtrip("sw_interface_ip6_enable_disable")
+def _sw_interface_ip6_enable_disable(e: Env) -> None:
+    # IPv6 leaves an Ethernet af_packet interface only with its IPv6 link (neighbour discovery).
+    veth = e.c.call(
+        "af_packet_create_v3",
+        mode=1,
+        use_random_hw_addr=False,
+        hw_addr="ee:ee:ee:ee:ee:ee",
+        host_if_name="v1",
+    ).sw_if_index
+    e.c.call("sw_interface_set_flags", sw_if_index=veth, flags=ADMIN_UP)
+    rx = e.loopback("fd00:1::1/64")
+    path = {"sw_if_index": veth, "proto": 1}
+    e.c.call(
+        "ip_route_add_del",
+        is_add=True,
+        route={"table_id": 0, "prefix": ip_network("fd00:9::5/128"), "paths": [path]},
+    )
+    probe = f"from fd00:1::7 to fd00:9::5 proto tcp sport 40000 dport 80 rx {rx} new-flow"
+    verdict, trace = e.probe(probe)
+    assert verdict == "deny" and "ip6-discover-neighbor on host-v1" in trace
+    e.c.call("sw_interface_ip6_enable_disable", "pod v1", sw_if_index=veth, enable=True)
+    assert e.probe(probe)[0] == "allow"
+    with e.sim.lock:
+        itf = e.sim.state.interface(veth)
+        assert itf is not None and e.sim.state.ip6_link_local(itf) == IPv6Address("fe80::ecee:eeff:feee:eeee")
+    with pytest.raises(VppApiError) as err:  # the link exists (a lock is taken all the same)
+        e.c.call("sw_interface_ip6_enable_disable", sw_if_index=veth, enable=True)
+    assert err.value.retval == -81
+    e.c.call("sw_interface_ip6_enable_disable", sw_if_index=veth, enable=False)
+    assert e.probe(probe)[0] == "allow"
+    e.c.call("sw_interface_ip6_enable_disable", sw_if_index=veth, enable=False)
+    assert e.probe(probe)[0] == "deny"
+    with pytest.raises(VppApiError) as err:
+        e.c.call("sw_interface_ip6_enable_disable", sw_if_index=veth, enable=False)
+    assert err.value.retval == -62
+
+
 # -- FIB ----------------------------------------------------------------------------------------------
 
 
@@ -1478,6 +1516,7 @@ BAD_REQUESTS: dict[str, Bad] = {
     ),
     "ipip_del_tunnel": Bad(lambda e: {"sw_if_index": e.loopback()}, -6, "not an ipip tunnel"),
     "urpf_update": Bad({"is_input": True, "mode": 1, "af": 0, "sw_if_index": NO_IF}, -2, "unknown interface"),
+    "sw_interface_ip6_enable_disable": Bad({"sw_if_index": NO_IF, "enable": True}, -2, "unknown interface"),
     "add_node_next": Bad({"node_name": "no-such-node", "next_name": "ip4-input"}, -63, "unknown node"),
     "ip_route_add_del": Bad(
         {"is_add": True, "route": route("10.0.0.0/8", route_path(U32_MAX, "1.1.1.1"), table_id=55)},

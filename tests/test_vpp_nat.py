@@ -337,6 +337,26 @@ def test_an_address_family_learnt_later_goes_to_the_entry_on_its_own(h: Harness)
     assert verdict == "allow" and snatted_to(trace, NODE_IP6), trace
 
 
+def test_the_last_ipv4_pod_leaving_keeps_the_excluded_prefixes(h: Harness) -> None:
+    # cnat reads an empty INCLUDE_V4 map as an entry never initialised, and initialising it
+    # again empties its excluded prefixes: a permanent bit (the instance sentinel's) prevents it.
+    h.pod(A, "calia", A_IP, A_IP6)
+    assert h.apply() == []
+    entry = h.node.server.state.default_snat()
+    excluded = set(entry.exclude)
+    h.st.remove_workload_endpoint(A)
+    h.node.dataplane.pod_interface_removed(
+        h.node.pods.pop("calia").sw_if_index, lambda: None
+    )
+    assert h.apply() == []
+    assert entry.initialized and entry.exclude == excluded
+    h.pod(B, "calib", "10.0.0.6")  # in the masquerading pool too
+    assert h.apply() == []
+    assert entry.exclude == excluded
+    assert snatted_to(h.from_pod("calib", "10.0.0.6", OUTSIDE)[1], NODE_IP)
+    assert not snatted_to(h.from_pod("calib", "10.0.0.6", B_IP)[1], NODE_IP)  # a pool: not NATed
+
+
 # ------------------------------------------------------------------ floating IPs
 
 
@@ -495,7 +515,8 @@ def test_a_refused_excluded_prefix_holds_back_new_include_bits(h: Harness) -> No
     h.node.server.fail_nth("cnat_snat_policy_add_del_exclude_pfx", 1, -7)
     problems = h.apply(full=True)
     assert any("excluded prefix" in p for p in problems), problems
-    assert not h.node.server.state.default_snat().if_maps.get(0)  # not NATed towards a pool
+    # Not NATed towards a pool: no pod's bit (only the sentinel's permanent one).
+    assert h.node.server.state.default_snat().if_maps.get(0) == {h.nat._vpp.placeholder}
     assert not snatted_to(h.from_pod("calia", A_IP, B_IP)[1], NODE_IP)
     assert h.apply() == []
     assert snatted_to(h.from_pod("calia", A_IP, OUTSIDE)[1], NODE_IP)

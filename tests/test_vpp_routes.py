@@ -956,3 +956,113 @@ def test_the_dataplane_programs_routes_and_removes_them(sim: Sim) -> None:
     dp.apply(st, st.take_dirty(), StatusBoard())
     assert sim.fib("10.65.3.0/26") is None
     assert sim.tunnels() == {}
+
+
+# ------------------------------------------------------------------------------ tunnels and policy
+
+
+def npol_node(tmp_path: Any) -> tuple[SimNode, DesiredState, list[tuple[str, int]]]:
+    """A node with the npol backend, a VXLAN route to node-3 and a pod whose profile denies
+    everything; returns the node, the state and the (message, sw_if_index) log."""
+    node = SimNode(backend="npol", state_dir=str(tmp_path / "state"), config=Config(felix_hostname=ME))
+    sent: list[tuple[str, int]] = []
+    node.server.after_request = lambda name, req: sent.append((name, int(req.get("sw_if_index", -1) or 0)))
+    st = cluster("node-3")
+    st.update_profile(Profile("deny", (), ()))
+    node.add_pod("a", ["10.65.1.10"])
+    st.update_workload_endpoint(
+        WorkloadEndpoint(
+            WorkloadEndpointID("k8s", "ns/a", "eth0"),
+            name="a",
+            profile_ids=("deny",),
+            ipv4_nets=(NET("10.65.1.10/32"),),  # type: ignore[arg-type]
+        )
+    )
+    st.mark_in_sync()
+    return node, st, sent
+
+
+def test_a_tunnel_gets_cnat_before_it_is_up_so_npol_sees_what_arrives_through_it(tmp_path: Any) -> None:
+    # npol runs as cnat's hook: a flow entering by an interface without cnat's feature is never
+    # looked up, and the hooks of the pod it reaches never run.
+    node, st, sent = npol_node(tmp_path)
+    try:
+        node.dataplane.apply(st, st.take_dirty(), StatusBoard())
+        route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)  # the tunnel comes after the first apply
+        node.dataplane.apply(st, st.take_dirty(), StatusBoard())
+        assert not node.server.errors and node.dataplane.problems("routes") == []
+        state = node.server.state
+        (tun,) = [sw for sw, itf in state.interfaces.items() if itf.kind == "vxlan"]
+        assert state.interfaces.get(tun).cnat_feature
+        assert sent.index(("feature_cnat_enable_disable", tun)) < sent.index(("sw_interface_set_flags", tun))
+        with node.server.lock:
+            verdict, trace = evaluate(
+                state,
+                {"src": "10.65.3.7", "dst": "10.65.1.10", "proto": "tcp", "sport": 40000, "dport": 80},
+                tun,
+                use_sessions=False,
+            )
+        assert verdict == "deny", trace
+    finally:
+        node.close()
+
+
+def test_a_pod_on_a_deleted_tunnels_index_gets_cnat(tmp_path: Any) -> None:
+    # VPP hands a deleted tunnel's index to the next interface, without any feature on it.
+    node, st, _sent = npol_node(tmp_path)
+    try:
+        route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
+        node.dataplane.apply(st, st.take_dirty(), StatusBoard())
+        state = node.server.state
+        (tun,) = [sw for sw, itf in state.interfaces.items() if itf.kind == "vxlan"]
+        st.remove_route(NET("10.65.3.0/26"))  # type: ignore[arg-type]
+        node.dataplane.apply(st, st.take_dirty(), StatusBoard())
+        assert state.interfaces.get(tun) is None
+        pod = node.add_pod("b", ["10.65.1.11"])
+        assert pod.sw_if_index == tun
+        st.update_workload_endpoint(
+            WorkloadEndpoint(
+                WorkloadEndpointID("k8s", "ns/b", "eth0"),
+                name="b",
+                profile_ids=("deny",),
+                ipv4_nets=(NET("10.65.1.11/32"),),  # type: ignore[arg-type]
+            )
+        )
+        node.dataplane.apply(st, st.take_dirty(), StatusBoard())
+        assert state.interfaces.get(tun).cnat_feature
+        with node.server.lock:
+            verdict, trace = evaluate(
+                state,
+                {"src": "198.51.100.7", "dst": "10.65.1.11", "proto": "tcp", "sport": 40000, "dport": 80},
+                node.uplink,
+                use_sessions=False,
+            )
+        assert verdict == "deny", trace
+    finally:
+        node.close()
+
+
+def test_ipv6_vxlan_tunnel_of_an_old_source_address_is_replaced(sim: Sim) -> None:
+    # VPP keys an IPv6 VXLAN tunnel without its local address: a new tunnel for this node's new
+    # address would be refused while the old one exists, so the old one (and its routes) go first.
+    st = cluster("node-3")
+    route(st, "fd00:65:3::/122", "node-3", POOL_VXLAN)
+    assert sim.apply(st, full=True) == []
+    st.update_host_metadata("v4v6", HostMetadata(ME, ipv4_addr=IP("172.31.0.1"), ipv6_addr=IP("fd10::100")))  # type: ignore[arg-type]
+    assert sim.apply(st) == []
+    (itf,) = sim.tunnels().values()
+    assert str(itf.info["src"]) == "fd10::100"
+    assert path_of(sim.fib("fd00:65:3::/122"))[0] == itf.sw_if_index
+
+
+def test_no_vxlan_tunnel_while_vpp_will_not_give_the_ip_input_arc(sim: Sim) -> None:
+    # ~0 would make it hand what it decapsulates to l2-input, where an L3 tunnel drops it all.
+    st = cluster("node-3")
+    route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
+    sim.node.server.fail_nth("add_node_next", 1, -7)
+    problems = sim.apply(st, full=True)
+    assert any("add_node_next" in p for p in problems), problems
+    assert sim.tunnels() == {} and sim.fib("10.65.3.0/26") is None
+    assert sim.apply(st, full=True) == []
+    (itf,) = sim.tunnels().values()
+    assert itf.info["decap_next_index"] != U32_MAX

@@ -14,10 +14,13 @@ for, as Calico's own Linux dataplane does (cni-plugin dataplane_linux.go): 169.2
 (a link-local address no pod or host uses; `onlink` because no pod subnet contains it), and
 fe80::ecee:eeff:feee:eeee for IPv6, the EUI-64 link-local address of MAC ee:ee:ee:ee:ee:ee.
 Both are pinned as permanent neighbours with that MAC, so the pod never has to ARP or solicit:
-VPP's af_packet interface on the host end must use `GATEWAY_MAC` as its hardware address (VPP
-then also derives the same IPv6 link-local address itself), and no proxy-ARP is needed. The
-kernel host end keeps its own random MAC on purpose: frames the pod sends to the gateway MAC are
-then "other host" for the host kernel, which ignores them, while af_packet still reads them.
+VPP's af_packet interface on the host end must use `GATEWAY_MAC` as its hardware address, and no
+proxy-ARP is needed. VPP gets a link-local address only when its IPv6 link is enabled
+(`sw_interface_ip6_enable_disable`, which `vpp.pods` sends for veth pods: unnumbered alone does
+not); it derives it from that MAC, the same fe80::ecee:eeff:feee:eeee, and needs it to resolve
+the pod's IPv6 address (neighbour solicitations go out from it). The kernel host end keeps its
+own random MAC on purpose: frames the pod sends to the gateway MAC are then "other host" for the
+host kernel, which ignores them, while af_packet still reads them.
 IPAM's own gateways are not used, as in Calico.
 
 Inside the pod, transmit checksum offload is turned off: a veth hands the peer packets with

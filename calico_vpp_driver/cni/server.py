@@ -45,6 +45,7 @@ from calico_vpp_driver.cni.types import (
     PodRequest,
     PodResult,
     WorkloadIdentity,
+    is_go_mac,
 )
 
 log = structlog.get_logger("calico_vpp_driver.cni.server")
@@ -350,6 +351,12 @@ class CniServer:
                 result = self._handler.add(request)
             if not isinstance(result, PodResult) or not result.host_interface_name:
                 raise RuntimeError(f"the pod handler returned {result!r} instead of a host interface")
+            if not is_go_mac(result.container_mac):
+                # The plugin would fail the ADD itself (net.ParseMAC) after this "success".
+                raise RuntimeError(
+                    f"the pod handler returned container MAC {result.container_mac!r}, which the "
+                    "Calico CNI plugin cannot parse"
+                )
             fields["host_interface"] = result.host_interface_name
             fields["mac"] = result.container_mac
             return pb.AddReply(
@@ -368,8 +375,9 @@ class CniServer:
         log.info("cni_del_request", **fields)
 
         def work() -> pb.DelReply:
-            # CNI allows a DEL without a netns (the runtime already removed it): the handler
-            # still cleans up what it made for the interface.
+            # CNI allows a DEL without a netns (the runtime already removed it; Calico's plugin
+            # passes it on as ""): the request then names only the interface, and the handler
+            # removes the pods with that interface whose namespace no longer exists.
             if req.netns and not req.netns.startswith("/"):
                 raise PodError(f"{pod}: netns {req.netns!r} is not a path to a network namespace")
             _check_ifname(pod, "interface_name", req.interface_name)

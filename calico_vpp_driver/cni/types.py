@@ -87,13 +87,38 @@ class PodRequest:
         )
 
 
+#: The MAC a TUN pod's reply carries (as Calico/VPP answers): the interface has none, but the
+#: Calico CNI plugin parses the reply's MAC with Go's net.ParseMAC and fails the ADD (releasing
+#: the pod's addresses) when it cannot.
+TUN_CONTAINER_MAC = "02:00:00:00:00:00"
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def is_go_mac(text: str) -> bool:
+    """Whether Go's `net.ParseMAC` accepts `text`: 6, 8 or 20 groups of two hex digits all
+    separated by ':' or all by '-', or groups of four hex digits separated by '.'."""
+    if len(text) < 14:
+        return False
+    if text[2] in ":-":
+        sep, width = text[2], 2
+    elif text[4] == ".":
+        sep, width = ".", 4
+    else:
+        return False
+    groups = text.split(sep)
+    octets = len(groups) * width // 2
+    return octets in (6, 8, 20) and all(len(g) == width and set(g) <= _HEX for g in groups)
+
+
 @dataclass(frozen=True, slots=True)
 class PodResult:
     """What the CNI plugin gets back: the host-side interface name (it becomes the workload
-    endpoint's interface name) and the pod-side MAC ("" for an L3 interface)."""
+    endpoint's interface name) and the pod-side MAC, which must be one Go's net.ParseMAC reads
+    (`is_go_mac`; TUN pods, which have none, answer `TUN_CONTAINER_MAC`)."""
 
     host_interface_name: str
-    container_mac: str = ""
+    container_mac: str = TUN_CONTAINER_MAC
 
 
 class PodError(Exception):
@@ -110,4 +135,6 @@ class PodHandler(Protocol):
 
     def delete(self, netns: str, interface_name: str) -> None:
         """Remove the pod's interface and everything the driver made for it; nothing to
-        delete is not an error. Raise PodError when it cannot be done."""
+        delete is not an error. An empty `netns` (the runtime had already removed the
+        namespace) removes the pods with that interface name whose namespace is gone. Raise
+        PodError when it cannot be done."""

@@ -458,6 +458,7 @@ def sw_interface_add_del_address(state: VppState, req: Request) -> Reply:
     if itf is None:
         return _rv(E.INVALID_SW_IF_INDEX)
     if _bool(req.get("del_all")):
+        itf.ip6_link_locks = max(0, itf.ip6_link_locks - sum(a.version == 6 for a in itf.addresses))
         itf.addresses.clear()
         return _ok()
     new = _iface_addr(req.get("prefix"))
@@ -465,10 +466,14 @@ def sw_interface_add_del_address(state: VppState, req: Request) -> Reply:
         if _addresses_conflict(state, itf, new):
             return _rv(E.ADDRESS_IN_USE)
         itf.addresses.append(new)
+        if new.version == 6:  # ip6_forward.c: an IPv6 address enables the IPv6 link
+            itf.ip6_link_locks += 1
         return _ok()
     for addr in itf.addresses:
         if addr.ip == new.ip and addr.network.prefixlen == new.network.prefixlen:
             itf.addresses.remove(addr)
+            if addr.version == 6:
+                itf.ip6_link_locks = max(0, itf.ip6_link_locks - 1)
             return _ok()
     return _rv(E.ADDRESS_NOT_FOUND_FOR_INTERFACE)
 
@@ -698,7 +703,9 @@ def vxlan_add_del_tunnel_v3(state: VppState, req: Request) -> Reply:
     src_port = _get(req, "src_port") or 4789
     dst_port = _get(req, "dst_port") or 4789
     vni = _get(req, "vni")
-    key = (src if not dst.is_multicast else None, dst, src_port, table.fib_index, vni)
+    # vxlan.c: an IPv4 tunnel is keyed with its local address (unless multicast), an IPv6 one
+    # without it.
+    key = (src if not dst.is_multicast and not is_ip6 else None, dst, src_port, table.fib_index, vni)
     existing = None
     for _, itf in state.interfaces.items():
         if itf.kind == "vxlan" and itf.info["key"] == key:
@@ -814,7 +821,12 @@ def add_node_next(state: VppState, req: Request) -> Reply:
 
 
 def urpf_update(state: VppState, req: Request) -> Reply:
-    """urpf_api.c: mode OFF | LOOSE | STRICT per interface, direction and family."""
+    """urpf_api.c + urpf.c urpf_update: mode OFF | LOOSE | STRICT per interface, direction and
+    family, kept in a table by index (`state.urpf_cfgs`). When the mode asked is the one the
+    table holds nothing happens; otherwise the old mode's feature is disabled and the new one's
+    enabled. The table outlives the interface while the feature does not: an interface that
+    reuses a deleted one's index and is asked for the mode the table still holds gets no check.
+    (The table's fib index is 0 for every entry the v1 message makes, so only modes differ.)"""
     itf = _valid_if(state, _get(req, "sw_if_index"))
     if itf is None:
         return _rv(E.INVALID_SW_IF_INDEX)
@@ -824,11 +836,34 @@ def urpf_update(state: VppState, req: Request) -> Reply:
     af = _get(req, "af")
     if af not in (0, 1):
         return _rv(E.INVALID_ADDRESS_FAMILY)
-    key = (_bool(req.get("is_input", True)), af)
-    if mode == 0:
-        itf.urpf.pop(key, None)
-    else:
-        itf.urpf[key] = mode
+    is_input = _bool(req.get("is_input", True))
+    cfg_key = (af, is_input, itf.sw_if_index)
+    old = state.urpf_cfgs.get(cfg_key, 0)
+    state.urpf_cfgs[cfg_key] = mode
+    if mode != old:
+        key = (is_input, af)
+        # Disabling a feature the interface does not have changes nothing (feature.c).
+        if old != 0 and itf.urpf.get(key) == old:
+            del itf.urpf[key]
+        if mode != 0:
+            itf.urpf[key] = mode
+    return _ok()
+
+
+def sw_interface_ip6_enable_disable(state: VppState, req: Request) -> Reply:
+    """ip_api.c -> ip6_link.c: enable takes a lock on the interface's IPv6 link (made on the
+    first, with its link-local address) and answers VALUE_EXIST (-81) when the link already
+    exists; disable drops a lock, IP6_NOT_ENABLED (-62) when there is no link."""
+    itf = _valid_if(state, _get(req, "sw_if_index"))
+    if itf is None:
+        return _rv(E.INVALID_SW_IF_INDEX)
+    if _bool(req.get("enable")):
+        existed = itf.ip6_link_locks > 0
+        itf.ip6_link_locks += 1
+        return _rv(E.VALUE_EXIST) if existed else _ok()
+    if itf.ip6_link_locks <= 0:
+        return _rv(E.IP6_NOT_ENABLED)
+    itf.ip6_link_locks -= 1
     return _ok()
 
 
@@ -1798,7 +1833,7 @@ def cnat_snat_policy_add_del_exclude_pfx(state: VppState, req: Request) -> Reply
         return _rv(E.FEATURE_DISABLED)
     prefix, _valid = _prefix(req.get("prefix"))
     if _bool(req.get("is_add")):
-        entry.initialized = True
+        _snat_entry_init(entry)
         entry.exclude.add(prefix)
     elif entry.initialized:
         entry.exclude.discard(prefix)
@@ -1819,13 +1854,26 @@ def cnat_snat_policy_add_del_if(state: VppState, req: Request) -> Reply:
     is_add = _bool(req.get("is_add"))
     if not is_add and not entry.initialized:
         return _ok()
-    entry.initialized = True
+    _snat_entry_init(entry)
     members = entry.if_maps.setdefault(table, set())
     if is_add:
         members.add(sw_if_index)
     else:
         members.discard(sw_if_index)
+        if table == 0 and not members:
+            # clib_bitmap_set trims trailing zero words: the INCLUDE_V4 map is left with length 0,
+            # which is how cnat_snat_policy_entry_is_init tells an entry never initialised.
+            entry.initialized = False
     return _ok()
+
+
+def _snat_entry_init(entry: SnatEntry) -> None:
+    """cnat_snat_policy_entry_init: on an entry that reads as not initialised, the excluded
+    prefix table is made anew (clib_bihash_init zeroes it: its prefixes are gone); the
+    interface maps keep their bits."""
+    if not entry.initialized:
+        entry.exclude.clear()
+        entry.initialized = True
 
 
 def feature_cnat_enable_disable(state: VppState, req: Request) -> Reply:
@@ -1867,6 +1915,7 @@ _RAW_HANDLERS: dict[str, Handler] = {
     "ipip_add_tunnel": ipip_add_tunnel,
     "ipip_del_tunnel": ipip_del_tunnel,
     "urpf_update": urpf_update,
+    "sw_interface_ip6_enable_disable": sw_interface_ip6_enable_disable,
     "add_node_next": add_node_next,
     # FIB
     "ip_table_add_del": ip_table_add_del,

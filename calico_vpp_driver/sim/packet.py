@@ -9,7 +9,7 @@ SOURCE address to) and goes through the nodes VPP would run, in VPP's order:
           session hit: the cached rewrite and verdict; new flow: DNAT, then the npol rx hook
       acl-plugin-in                                (if the interface has input ACLs)
     ip4-lookup / ip6-lookup in the rx interface's table (longest prefix match)
-    tx interface: admin up?
+    tx interface: admin up? IPv6 out of an Ethernet af_packet: its IPv6 link enabled?
       acl-plugin-out                               (if the interface has output ACLs)
       cnat-output -> cnat-writeback               (only where the cnat feature is enabled)
           new flow: the npol tx hook, then SNAT; the writeback adds the return session
@@ -885,6 +885,12 @@ class _Eval:
         trace.append(f"tx {_ifname(state, tx.sw_if_index)}")
         if not tx.admin_up:
             return self.deny(f"tx interface {tx.name} is admin down")
+        if pkt.is_ip6 and state.needs_ip6_link(tx) and tx.ip6_link_locks <= 0:
+            return self.deny(
+                f"ip6-discover-neighbor on {tx.name}: its IPv6 link is not enabled (no link-local"
+                " address: no address of its own, no sw_interface_ip6_enable_disable), so the"
+                " neighbour is never solicited"
+            )
         verdict = acl_stage(state, tx, False, self.pkt, trace, self.use_sessions)
         if verdict == DENY:
             return self.deny(f"acl-plugin-out on {tx.name}")

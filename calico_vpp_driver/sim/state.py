@@ -64,12 +64,14 @@ class E:
     INVALID_DST_ADDRESS = -58
     ADDRESS_NOT_FOUND_FOR_INTERFACE = -60
     INVALID_INTERFACE = -71
+    IP6_NOT_ENABLED = -62
     NO_SUCH_NODE = -63
     NO_SUCH_NODE2 = -64
     UNEXPECTED_INTF_STATE = -74
     TUNNEL_EXIST = -75
     INVALID_DECAP_NEXT = -76
     IF_ALREADY_EXISTS = -79
+    VALUE_EXIST = -81
     SAME_SRC_DST = -82
     IP_PREFIX_INVALID = -88
     INVALID_ADDRESS_FAMILY = -97
@@ -243,7 +245,13 @@ class Interface:
     addresses: list[IPIface] = field(default_factory=list)
     unnumbered_to: int | None = None
     cnat_feature: bool = False
-    urpf: dict[tuple[bool, int], int] = field(default_factory=dict)  # (is_input, af) -> mode
+    # The uRPF feature active on the interface's arcs, (is_input, af) -> mode. VPP's configuration
+    # table is `VppState.urpf_cfgs` (kept per index across deletes); this is the feature, which
+    # goes with the interface (feature.c vnet_feature_add_del_sw_interface).
+    urpf: dict[tuple[bool, int], int] = field(default_factory=dict)
+    # ip6_link.c: the link's lock count (an IPv6 address added and every API enable take one).
+    # Above 0 the interface has a link-local address and does IPv6 neighbour discovery.
+    ip6_link_locks: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -555,6 +563,10 @@ class VppState:
             "l2-input", "error-drop",
         }  # fmt: skip
         self.mac_counter = 0
+        # urpf.c urpf_cfgs[af][dir][sw_if_index]: what urpf_update last configured for an index.
+        # Nothing clears it when an interface is deleted, so the next interface given that index
+        # starts with it: (af, is_input, sw_if_index) -> mode.
+        self.urpf_cfgs: dict[tuple[int, bool, int], int] = {}
         # FIB
         self.tables: dict[tuple[bool, int], FibTable] = {}
         self.fib_index_pool: dict[bool, Pool[int]] = {False: Pool(), True: Pool()}
@@ -671,10 +683,32 @@ class VppState:
         self.emit_interface_event(itf.sw_if_index, flags, deleted=False)
 
     def ip_enabled(self, itf: Interface, is_ip6: bool) -> bool:
-        """ip4/ip6 is enabled on an interface with an address of the family, or unnumbered."""
+        """ip4/ip6 is enabled on an interface with an address of the family, or unnumbered;
+        ip6 also with its IPv6 link enabled (ip6_link_enable enables ip6 forwarding)."""
         if itf.unnumbered_to is not None:
             return True
+        if is_ip6 and itf.ip6_link_locks > 0:
+            return True
         return any(a.version == (6 if is_ip6 else 4) for a in itf.addresses)
+
+    @staticmethod
+    def needs_ip6_link(itf: Interface) -> bool:
+        """Whether IPv6 leaving by this interface needs neighbour discovery, which needs the
+        interface's IPv6 link (ip6-discover-neighbor drops without it, ip6_neighbor.c). Modelled
+        for af_packet interfaces in ETHERNET mode; TUN taps, IP-mode af_packet and tunnels are
+        point to point."""
+        return itf.kind == "af_packet" and itf.info.get("mode") == 1
+
+    @staticmethod
+    def ip6_link_local(itf: Interface) -> IPv6Address | None:
+        """The interface's link-local address while its IPv6 link is enabled: EUI-64 of its MAC
+        for an Ethernet MAC (ip6_link.c ip6_link_local_address_from_mac), None otherwise (VPP
+        picks a random one for interfaces without a MAC)."""
+        if itf.ip6_link_locks <= 0 or itf.mac == bytes(6):
+            return None
+        m = itf.mac
+        eui = bytes([m[0] ^ 0x02, m[1], m[2], 0xFF, 0xFE, m[3], m[4], m[5]])
+        return IPv6Address(b"\xfe\x80" + bytes(6) + eui)
 
     def effective_addresses(self, itf: Interface, is_ip6: bool) -> list[IPIface]:
         source = itf

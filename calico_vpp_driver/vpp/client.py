@@ -138,6 +138,7 @@ FEATURES: Mapping[str, Mapping[str, str]] = {
         "sw_interface_set_table": _CORE_IF,
         "sw_interface_set_unnumbered": _CORE_IF,
         "sw_interface_set_mtu": _CORE_IF,
+        "sw_interface_ip6_enable_disable": _CORE_IP,
         "sw_interface_tag_add_del": _CORE_IF,
         "want_interface_events": _CORE_IF,
         "create_loopback": _CORE_IF,

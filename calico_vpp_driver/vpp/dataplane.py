@@ -67,7 +67,7 @@ RECORD_SECONDS = 2.0
 # npol backend: the largest exact ACL for the protocols npol cannot see (beyond: they are denied).
 OTHER_PROTOCOLS_LIMIT = 2048
 STATE_FILE = "npol-objects.json"
-URPF_OFF, URPF_STRICT = 0, 2  # urpf.api urpf_mode
+URPF_OFF, URPF_LOOSE, URPF_STRICT = 0, 1, 2  # urpf.api urpf_mode
 
 DENY_ALL_RULES: tuple[AclRule, ...] = tuple(
     AclRule(0, ip_network(net), ip_network(net), 0, 0, 65535, 0, 65535) for net in ("0.0.0.0/0", "::/0")
@@ -269,6 +269,16 @@ class VppDataplane:
         except RenderError as exc:
             log.warning("cnat_enable_failed", error=str(exc))
 
+    def _cnat_on_new_tunnels(self, interfaces: Sequence[int]) -> set[int]:
+        """The route programmer's hook for a tunnel it made, before the tunnel is up: with npol,
+        cnat's feature must be on it (a flow that enters through it is otherwise never looked
+        up by cnat, and npol's hooks on the pods it reaches never run). Returns the refused."""
+        self._existing.update(interfaces)
+        if self.npol is None:
+            return set()
+        self._enable_cnat(interfaces)
+        return set(interfaces) - self.npol.cnat_enabled
+
     def _index_interface(self, sw: int, tag: str) -> None:
         pod = parse_pod_tag(tag)
         if pod is not None:
@@ -318,6 +328,7 @@ class VppDataplane:
         self.deny_all_acl()  # exists before the store adopts (the CNI side may be making it)
         self._urpf_off.clear()
         self._urpf_unknown = True
+        self._log_urpf_missing()
         self._by_name.clear()
         self._by_identity.clear()
         self._bound.clear()
@@ -338,7 +349,12 @@ class VppDataplane:
         if self.npol is not None:
             self.nat.cnat_enabled = self.npol.cnat_enabled
         self.nat.adopt()
-        self.routes = RouteProgrammer(self.client, self.config)
+        self.routes = RouteProgrammer(
+            self.client,
+            self.config,
+            enable_cnat=self._cnat_on_new_tunnels,
+            interface_deleted=self._forget_interface,
+        )
         self.routes.adopt()
         # Interfaces left denying everything are pods' (a host interface never carries the deny-all).
         deny = self.acls.acls.get(DENY_ALL_TAG)
@@ -632,14 +648,23 @@ class VppDataplane:
     def _set_urpf(self, interfaces: Sequence[int], *, strict: bool) -> None:
         """Strict uRPF (a pod sends only from the addresses routed to it) on or off, both families.
         Failing to turn it back on is an error (the apply is retried); failing to turn it off
-        only denies more (logged)."""
-        if not interfaces or not self.client.supports("urpf"):
+        only denies more (logged).
+
+        Strict is asked as loose then strict: VPP keeps each index's uRPF mode in a table that
+        outlives the interface (urpf.c) and does nothing when asked for the mode it holds, so an
+        interface on a deleted one's index (after a restart: state unknown) would keep no check
+        when asked "strict" alone. Loose always changes the mode; it lasts one message and still
+        drops sources without a route."""
+        if not interfaces:
             return
-        mode = URPF_STRICT if strict else URPF_OFF
+        if not self.client.supports("urpf"):
+            return  # logged at connect (_log_urpf_missing)
+        modes = (URPF_LOOSE, URPF_STRICT) if strict else (URPF_OFF,)
         requests = [
             ("urpf_update", {"is_input": True, "mode": mode, "af": af, "sw_if_index": sw}, f"interface {sw}")
             for sw in interfaces
             for af in (0, 1)
+            for mode in modes
         ]
         results = self.client.batch(requests)
         for sw in interfaces:
@@ -651,6 +676,21 @@ class VppDataplane:
                 self._urpf_off.discard(sw)
             else:
                 self._urpf_off.add(sw)
+
+    def _log_urpf_missing(self) -> None:
+        """At each VPP connection: without VPP's urpf plugin nothing checks that a pod sends
+        from its own addresses. Endpoints still report "up": their policy is in VPP, and
+        "error" would only make Felix drop their status files (and pods waiting for them would
+        hang); the node-wide gap is this error, at every connection."""
+        if self.client.supports("urpf"):
+            return
+        log.error(
+            "urpf_plugin_missing",
+            plugin="urpf_plugin.so",
+            detail="VPP has no urpf plugin: pods' source addresses are not checked (a pod can send "
+            "with any source address; policies that allow by source address can be bypassed). "
+            "Load urpf_plugin.so in VPP's startup.conf",
+        )
 
     def _endpoint_problems(
         self, state: DesiredState, key: WorkloadEndpointID, quick: dict[object, set[str]] | None

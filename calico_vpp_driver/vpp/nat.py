@@ -122,6 +122,7 @@ import structlog
 from ..config import Config
 from ..model.state import DesiredState, Dirty
 from ..model.types import IPAddress, IPNetwork, IPPool, WorkloadEndpoint, WorkloadEndpointID
+from .client import SENTINEL_TAG_PREFIX
 from .errors import VppApiError
 from .records import read_record, write_record
 
@@ -352,6 +353,7 @@ class _Vpp:
 
     snat: SnatAddresses | None = None  # None: no default SNAT entry
     policy_set: bool = False
+    placeholder: int | None = None  # the INCLUDE_V4 bit that keeps the entry initialised
     exclude: set[IPNetwork] = field(default_factory=set)
     include: dict[int, set[int]] = field(default_factory=lambda: {4: set(), 6: set()})
     dead_include: dict[int, set[int]] = field(default_factory=lambda: {4: set(), 6: set()})
@@ -437,6 +439,8 @@ class NatProgrammer:
         """Take the record's facts; returns the translation keys that are ours."""
         if self._vpp.snat is not None:  # else its policy, prefixes and bits went with it
             self._vpp.policy_set = bool(record.get("policy_set"))
+            placeholder = record.get("placeholder")
+            self._vpp.placeholder = int(placeholder) if placeholder is not None else None
             self._vpp.exclude = {ip_network(p) for p in record.get("exclude", ())}
             for fam in (4, 6):
                 self._vpp.include[fam] = {int(sw) for sw in record.get("include", {}).get(str(fam), ())}
@@ -697,6 +701,8 @@ class NatProgrammer:
         if not have.policy_set:
             self._drop_entry()  # its policy would still be NONE: NAT everything
             return
+        if have.placeholder is None and not self._set_placeholder():
+            return  # removing a last IPv4 bit now would lose the excluded prefixes: retried
         excluded = self._send_exclude(sorted(self._exclude_want - have.exclude, key=_net_key), True)
         self._retry_dead_includes(include_want)
         for fam in (4, 6):
@@ -705,6 +711,33 @@ class NatProgrammer:
             self._send_include(fam, gone, False)
             if excluded:  # else pods would be NATed towards a prefix that should be excluded
                 self._send_include(fam, new, True)
+
+    def _set_placeholder(self) -> bool:
+        """Keep a bit that is never cleared in the entry's INCLUDE_V4 map: the client's instance
+        sentinel (a loopback without addresses, admin down, never deleted: nothing arrives by it,
+        so nothing is NATed for it). cnat reads an empty INCLUDE_V4 map as an entry never
+        initialised (clearing the last bit trims the bitmap to length 0), and the next add
+        initialises it again, which empties its table of excluded prefixes: without this bit, the
+        last IPv4 pod leaving would make the next one NATed towards pools, services and nodes."""
+        sentinel = next(
+            (
+                int(d.sw_if_index)
+                for d in self.client.dump(
+                    "sw_interface_dump", sw_if_index=U32_MAX, **self._gen("_generation")
+                )
+                if str(d.tag).rstrip("\x00").startswith(SENTINEL_TAG_PREFIX)
+            ),
+            None,
+        )
+        if sentinel is None:
+            self._fail("SNAT entry's permanent include bit", RuntimeError("no instance sentinel in VPP"))
+            return False
+        (res,) = self._send([self._include_request(4, sentinel, True)])
+        if res.error is not None:
+            self._fail("SNAT entry's permanent include bit", res.error)
+            return False
+        self._vpp.placeholder = sentinel
+        return True
 
     def _drop_entry(self) -> None:
         """Delete the SNAT entry (neither address nor interface), with its prefixes and bits."""
@@ -943,6 +976,7 @@ class NatProgrammer:
         v = self._vpp
         return {
             "policy_set": v.policy_set,
+            "placeholder": v.placeholder,
             "exclude": sorted(str(p) for p in v.exclude),
             "include": {str(f): sorted(v.include[f] | v.dead_include[f]) for f in (4, 6)},
             "cnat_enabled": sorted(self.cnat_enabled),

@@ -10,22 +10,39 @@ ADD, in an order that never lets an unpoliced pod interface carry a packet:
 1. the interface: a TUN tap that VPP creates directly inside the pod's network namespace
    (`tap_create_v3`: pod-side name, addresses and MTU set by VPP), or, where VPP cannot make
    taps (no `/dev/vhost-net`: `VPPPodInterface=veth`, or detected when VPP refuses a tap with
-   -11), a veth pair made by `PodLinks` whose host end VPP attaches with `af_packet_create_v3`;
+   -11), a veth pair made by `PodLinks` whose host end VPP attaches with `af_packet_create_v3`
+   (an af_packet VPP already has for that host name, -79, is this pod's when it carries its
+   tag, else a leftover of a driver stopped before tagging it or of an earlier sandbox whose
+   host end this pod's veth replaced: it is deleted and made again);
 2. its tag (`pod_tag`): the pod's workload identity, its netns and the host-side interface
    name Felix's endpoint will carry. The tags are the record: a restarted driver finds its
    pods with one `sw_interface_dump`, and the dataplane binds Felix's workload endpoints with
    them;
 3. the deny-all ACL on input and output, until Felix's endpoint is programmed on it;
-4. IPv4/IPv6 enabled by borrowing the addresses of the pods' loopback (unnumbered), strict
-   uRPF (a pod can only send from the addresses routed to it), admin up;
+4. IPv4/IPv6 enabled by borrowing the addresses of the pods' loopback (unnumbered); for veth
+   pods also the IPv6 link (`sw_interface_ip6_enable_disable`): unnumbered enables IPv6
+   forwarding only, and without the link (its link-local address) VPP never resolves the pod's
+   IPv6 address on an Ethernet interface. Strict uRPF for both families whatever the pod's
+   addresses (unnumbered enables both; a family without a route to the pod is dropped
+   whole), set as loose then strict (`_urpf`); admin up;
 5. a /32 or /128 route per pod address;
 6. the dataplane is told (`PodNotifier.pod_interface_added`): it binds the endpoint and
    programs its policy at its next apply, which the notification triggers.
 
+The reply carries the pod-side MAC: the veth's pod end, or `TUN_CONTAINER_MAC` for a TUN
+(Calico's plugin fails the ADD on anything Go's net.ParseMAC rejects).
+
+A repeated ADD of a pod this process made returns it as it is. A pod learnt from its tag after
+a driver restart may be half made (the tap carries its tag from the start), so a repeated ADD
+redoes steps 3-5 and the Linux side, all idempotent in VPP, without touching an interface the
+dataplane already polices (its ACLs and uRPF are the dataplane's then).
+
 DEL: the dataplane forgets the interface first (so nothing is programmed on an index VPP is
-about to reuse), then routes, then the interface. Both calls are idempotent (the plugin
-retries, kubelet repeats DELs). After a VPP restart the pods' interfaces are gone; the
-module notices (the client's generation) and starts afresh: those pods need recreating.
+about to reuse), then routes (deleted by prefix: a path naming an interface VPP no longer has
+is refused), then the interface. A DEL without a netns removes the recorded pods with that
+interface name whose namespace is gone. Both calls are idempotent (the plugin retries, kubelet
+repeats DELs). After a VPP restart the pods' interfaces are gone; the module notices (the
+client's generation) and starts afresh: those pods need recreating.
 """
 
 from __future__ import annotations
@@ -35,14 +52,14 @@ import ipaddress
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
 from ..cni.netns import GATEWAY_MAC, pod_routes
-from ..cni.types import IPNetwork, PodError, PodRequest, PodResult
+from ..cni.types import TUN_CONTAINER_MAC, IPNetwork, PodError, PodRequest, PodResult, is_go_mac
 from ..config import Config
 from .errors import VppApiError, VppError
 from .records import read_record, write_record
@@ -53,8 +70,10 @@ U32_MAX = 0xFFFFFFFF
 ADMIN_UP = 1
 TAP_API_FLAG_TUN = 16  # tapv2.api tap_flags
 AF_PACKET_API_MODE_ETHERNET = 1  # af_packet.api af_packet_mode
-URPF_API_MODE_STRICT = 2
+URPF_API_MODE_LOOSE, URPF_API_MODE_STRICT = 1, 2
 ERR_SYSCALL_ERROR_1 = -11  # tap_create_v3 without /dev/vhost-net
+ERR_IF_ALREADY_EXISTS = -79  # af_packet_create_v3: VPP has one for the host name (its index answered)
+ERR_VALUE_EXIST = -81  # sw_interface_ip6_enable_disable: the IPv6 link exists already
 
 POD_TAG_PREFIX = "cvdpod:"
 LOOPBACK_TAG = "cvd-pods-loopback"
@@ -64,8 +83,9 @@ RECORD_FILE = "pods.json"
 # The pods' loopback: its addresses are what pod interfaces borrow (and, for veth pods, the
 # gateway their default route points at; VPP answers ARP for it on the unnumbered interface).
 LOOPBACK_ADDRESSES = ("169.254.1.1/32", "fd00:cafe:169:254::1/128")
-# veth pods: VPP's end carries the gateway MAC the pod's neighbour entries pin (so its IPv6
-# link-local is the pod's IPv6 gateway, fe80::ecee:eeff:feee:eeee).
+# veth pods: VPP's end carries the gateway MAC the pod's neighbour entries pin (so the link-local
+# address VPP derives from it when the IPv6 link is enabled is the pod's IPv6 gateway,
+# fe80::ecee:eeff:feee:eeee).
 VETH_VPP_MAC = GATEWAY_MAC
 
 
@@ -139,7 +159,8 @@ class _Pod:
     tag: PodTag
     kind: str  # "tap" or "veth"
     addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] | None  # None: unknown
-    mac: str = ""
+    mac: str = TUN_CONTAINER_MAC
+    adopted: bool = False  # learnt from its tag: whether its ADD got to the end is unknown
 
 
 class PodInterfaces:
@@ -165,6 +186,7 @@ class PodInterfaces:
         self._veth = config.vpp_pod_interface == "veth"
         self._record = os.path.join(config.vpp_state_dir, RECORD_FILE) if config.vpp_state_dir else None
         self._requests: dict[str, PodRequest] = self._read_requests()  # netns_key -> its ADD
+        self._no_urpf_logged = -1  # the client generation the missing urpf plugin was logged for
 
     # ------------------------------------------------------------------ CNI
 
@@ -183,7 +205,22 @@ class PodInterfaces:
             )
             existing = self._pods.get(key)
             if existing is not None and existing.tag == tag:
-                log.info("pod_interface_exists", pod=str(request.identity), sw_if_index=existing.sw_if_index)
+                if existing.adopted:
+                    self._complete(c, request, existing, where)
+                    self._requests[key] = request
+                    self._write_requests()
+                    if self.notifier is not None:
+                        self.notifier.pod_interface_added(existing.sw_if_index, str(tag))
+                    log.info(
+                        "pod_interface_setup_redone",
+                        pod=str(request.identity),
+                        sw_if_index=existing.sw_if_index,
+                        detail="learnt from its tag after a restart; its setup was made again",
+                    )
+                else:
+                    log.info(
+                        "pod_interface_exists", pod=str(request.identity), sw_if_index=existing.sw_if_index
+                    )
                 return PodResult(request.host_interface_name, existing.mac)
             if existing is not None:  # the same netns/interface for another workload: replace it
                 self._remove(c, key, existing, request.netns, request.interface_name)
@@ -207,6 +244,9 @@ class PodInterfaces:
         return PodResult(request.host_interface_name, pod.mac)
 
     def delete(self, netns: str, interface_name: str) -> None:
+        if not netns:
+            self._delete_where_netns_gone(interface_name)
+            return
         with self._lock:
             c = self._ready(f"netns {netns}, interface {interface_name}")
             key = netns_key(netns, interface_name)
@@ -218,6 +258,42 @@ class PodInterfaces:
                 return
             self._remove(c, key, pod, netns, interface_name)
         log.info("pod_interface_deleted", netns=netns, interface=interface_name, sw_if_index=pod.sw_if_index)
+
+    def _delete_where_netns_gone(self, interface_name: str) -> None:
+        """A DEL that names no netns (the runtime had removed it) identifies nothing but the
+        interface name, the same in every pod: remove the recorded pods with that name whose
+        namespace no longer exists (which is what such a DEL is about)."""
+        with self._lock:
+            c = self._ready(f"interface {interface_name} (no netns)")
+            gone = [
+                (key, r)
+                for key, r in sorted(self._requests.items())
+                if r.interface_name == interface_name and self._netns_gone(r)
+            ]
+            for key, request in gone:
+                pod = self._pods.get(key)
+                if pod is not None:
+                    self._remove(c, key, pod, request.netns, interface_name)
+                del self._requests[key]  # only once its interface is gone: a retry finds it again
+                self._write_requests()
+                log.info(
+                    "pod_interface_deleted",
+                    netns=request.netns,
+                    interface=interface_name,
+                    pod=str(request.identity),
+                    sw_if_index=pod.sw_if_index if pod is not None else None,
+                    detail="the DEL named no netns; this pod's namespace is gone",
+                )
+            if not gone:
+                unrecorded = sorted(p.tag.name for k, p in self._pods.items() if k not in self._requests)
+                log.info(
+                    "pod_interface_absent",
+                    netns="",
+                    interface=interface_name,
+                    detail="the DEL named no netns and no recorded pod with this interface has lost "
+                    "its namespace",
+                    unrecorded_pods=unrecorded,
+                )
 
     def restore(self) -> list[str]:
         """Make again the pod interfaces of recorded ADDs that VPP does not have (it restarted,
@@ -233,7 +309,7 @@ class PodInterfaces:
             missing = [r for k, r in sorted(self._requests.items()) if k not in self._pods]
         made = []
         for request in missing:
-            if self.links is not None and not os.path.exists(request.netns):
+            if self._netns_gone(request):
                 log.info("pod_gone", pod=str(request.identity), netns=request.netns)
                 with self._lock:
                     if self._requests.pop(netns_key(request.netns, request.interface_name), None):
@@ -248,6 +324,11 @@ class PodInterfaces:
         if made:
             log.warning("pods_restored", pods=made, detail="VPP had lost their interfaces; made again")
         return made
+
+    def _netns_gone(self, request: PodRequest) -> bool:
+        """Whether the pod's network namespace no longer exists. Only known on a node with a
+        Linux side (`links`): without one (the simulator) the paths are names, not files."""
+        return self.links is not None and not os.path.exists(request.netns)
 
     def _read_requests(self) -> dict[str, PodRequest]:
         if self._record is None:
@@ -308,7 +389,8 @@ class PodInterfaces:
             pod_tag = parse_pod_tag(tag)
             if pod_tag is not None:
                 kind = "veth" if str(d.interface_dev_type).rstrip("\x00").startswith("af") else "tap"
-                self._pods[pod_tag.netns] = _Pod(sw, pod_tag, kind, None)
+                mac = TUN_CONTAINER_MAC if kind == "tap" else ""  # a veth's: read on its next ADD
+                self._pods[pod_tag.netns] = _Pod(sw, pod_tag, kind, None, mac, adopted=True)
         if self.loopback < 0:
             self.loopback = int(c.call("create_loopback").sw_if_index)
             c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=self.loopback, tag=LOOPBACK_TAG)
@@ -323,6 +405,8 @@ class PodInterfaces:
         self._client, self._generation = c, c.generation
         if self._pods:
             log.info("pod_interfaces_adopted", pods=len(self._pods))
+        if not c.supports("urpf"):
+            self._log_no_urpf(c)
 
     def _deny_all(self, c: Any) -> int:
         if self.notifier is not None:
@@ -333,12 +417,16 @@ class PodInterfaces:
 
     # ------------------------------------------------------------------ create / remove
 
+    def _mtu(self, req: PodRequest) -> int:
+        return req.mtu if req.mtu > 0 else self.config.vpp_pod_mtu
+
     def _create(self, c: Any, req: PodRequest, tag: PodTag, where: str) -> _Pod:
-        mtu = req.mtu if req.mtu > 0 else self.config.vpp_pod_mtu
+        mtu = self._mtu(req)
         addresses = tuple(a.ip for a in req.addresses)
         sw = -1
         kind = "veth" if self._veth else "tap"
-        mac = ""
+        mac = TUN_CONTAINER_MAC
+        fresh = True
         try:
             if kind == "tap":
                 sw = self._create_tap(c, req, tag, mtu)
@@ -347,44 +435,87 @@ class PodInterfaces:
             if kind == "veth":
                 if self.links is None:
                     raise PodError(f"{where}: VPP cannot create taps here and no veth support is configured")
-                mac = self.links.create_veth(req, mtu)
-                sw = int(
-                    c.call(
-                        "af_packet_create_v3",
-                        mode=AF_PACKET_API_MODE_ETHERNET,
-                        hw_addr=VETH_VPP_MAC,
-                        use_random_hw_addr=False,
-                        host_if_name=req.host_interface_name,
-                        obj=where,
-                    ).sw_if_index
-                )
+                mac = _pod_mac(self.links.create_veth(req, mtu), where)
+                sw, fresh = self._create_af_packet(c, req, tag, where)
                 c.call("sw_interface_tag_add_del", is_add=True, sw_if_index=sw, tag=str(tag), obj=where)
-            pod = _Pod(sw, tag, kind, addresses, mac)
-            # Deny-all before the interface can carry anything.
-            deny = self._deny_all(c)
-            c.call("acl_interface_set_acl_list", sw_if_index=sw, n_input=1, acls=[deny, deny], obj=where)
-            c.call(
-                "sw_interface_set_unnumbered",
-                sw_if_index=self.loopback,
-                unnumbered_sw_if_index=sw,
-                is_add=True,
-                obj=where,
-            )
-            self._urpf(c, sw, addresses, where)
-            c.call("sw_interface_set_flags", sw_if_index=sw, flags=ADMIN_UP, obj=where)
-            for result in c.batch(
-                [("ip_route_add_del", {"is_add": True, "route": _pod_route(a, sw)}, where) for a in addresses]
-            ):
-                result.unwrap()
-            if kind == "tap" and self.links is not None:
-                self.links.tun_configure(req, pod_routes(req))
-            return pod
+            self._setup(c, req, sw, kind, addresses, where, fresh=fresh)
+            return _Pod(sw, tag, kind, addresses, mac)
         except VppError as exc:
             self._undo(c, sw, kind, req, addresses)
             raise PodError(f"{where}: VPP refused to create the pod's interface: {exc}") from exc
         except PodError:
             self._undo(c, sw, kind, req, addresses)
             raise
+
+    def _complete(self, c: Any, req: PodRequest, pod: _Pod, where: str) -> None:
+        """Steps 3-5 and the Linux side again for a pod learnt from its tag (a driver stopped in
+        the middle of its ADD leaves it tagged but, say, admin down without routes)."""
+        addresses = tuple(a.ip for a in req.addresses)
+        try:
+            if pod.kind == "veth":
+                if self.links is None:
+                    raise PodError(f"{where}: the pod has a veth and no veth support is configured")
+                # The pair exists: it is checked and configured again; the pod end's MAC is
+                # what the reply needs.
+                pod.mac = _pod_mac(self.links.create_veth(req, self._mtu(req)), where)
+            self._setup(c, req, pod.sw_if_index, pod.kind, addresses, where, fresh=False)
+        except VppError as exc:
+            raise PodError(f"{where}: VPP refused to complete the pod's interface: {exc}") from exc
+        pod.addresses = addresses
+        pod.adopted = False
+
+    def _setup(
+        self,
+        c: Any,
+        req: PodRequest,
+        sw: int,
+        kind: str,
+        addresses: Sequence[Any],
+        where: str,
+        *,
+        fresh: bool,
+    ) -> None:
+        """Everything after the tag, in the order that keeps the interface fail-closed; every
+        step is idempotent in VPP. On an interface that is not `fresh` (made by an earlier
+        process) ACLs other than the deny-all mean the dataplane polices it already: its ACLs
+        and its uRPF (off for endpoints allowed to spoof) are then left to the dataplane."""
+        deny = self._deny_all(c)
+        policed = False
+        if not fresh:
+            ins, outs = self._acl_lists(c, sw, where)
+            policed = bool(ins and outs) and (ins, outs) != ([deny], [deny])
+        if not policed:  # deny-all before the interface can carry anything
+            c.call("acl_interface_set_acl_list", sw_if_index=sw, n_input=1, acls=[deny, deny], obj=where)
+        c.call(
+            "sw_interface_set_unnumbered",
+            sw_if_index=self.loopback,
+            unnumbered_sw_if_index=sw,
+            is_add=True,
+            obj=where,
+        )
+        if kind == "veth":
+            try:
+                c.call("sw_interface_ip6_enable_disable", sw_if_index=sw, enable=True, obj=where)
+            except VppApiError as exc:
+                if exc.retval != ERR_VALUE_EXIST:
+                    raise
+        if not policed:
+            self._urpf(c, sw, where)
+        c.call("sw_interface_set_flags", sw_if_index=sw, flags=ADMIN_UP, obj=where)
+        for result in c.batch(
+            [("ip_route_add_del", {"is_add": True, "route": _pod_route(a, sw)}, where) for a in addresses]
+        ):
+            result.unwrap()
+        if kind == "tap" and self.links is not None:
+            self.links.tun_configure(req, pod_routes(req))
+
+    @staticmethod
+    def _acl_lists(c: Any, sw: int, where: str) -> tuple[list[int], list[int]]:
+        for d in c.dump("acl_interface_list_dump", sw_if_index=sw, obj=where):
+            if int(d.sw_if_index) == sw:
+                acls = [int(a) for a in list(d.acls)[: d.count]]
+                return acls[: d.n_input], acls[d.n_input :]
+        return [], []
 
     def _create_tap(self, c: Any, req: PodRequest, tag: PodTag, mtu: int) -> int:
         """The tap's sw_if_index, or -1 when VPP cannot make taps on this host."""
@@ -422,11 +553,90 @@ class PodInterfaces:
                 return -1
             raise
 
-    def _urpf(self, c: Any, sw: int, addresses: Iterable[Any], where: str) -> None:
+    def _create_af_packet(self, c: Any, req: PodRequest, tag: PodTag, where: str) -> tuple[int, bool]:
+        """VPP's end of the veth: (sw_if_index, whether VPP made it just now). VPP keys
+        af_packet interfaces by host name and answers -79 with the index of the one it has: this
+        pod's (tagged so) is used as it is; an untagged one (a driver stopped between making and
+        tagging it) or another pod's (an earlier sandbox of the pod, whose host end this pod's
+        veth has just replaced) is deleted and made again; anything else is not touched."""
+        name = req.host_interface_name
+        fields = {
+            "mode": AF_PACKET_API_MODE_ETHERNET,
+            "hw_addr": VETH_VPP_MAC,
+            "use_random_hw_addr": False,
+            "host_if_name": name,
+        }
+        try:
+            return int(c.call("af_packet_create_v3", **fields, obj=where).sw_if_index), True
+        except VppApiError as exc:
+            if exc.retval != ERR_IF_ALREADY_EXISTS or exc.reply is None:
+                raise
+            sw = int(exc.reply.sw_if_index)
+        current = self._interface_tag(c, sw)
+        owner = parse_pod_tag(current)
+        if owner == tag:
+            log.info("pod_af_packet_adopted", pod=str(req.identity), sw_if_index=sw)
+            return sw, False
+        if current and owner is None:
+            raise PodError(
+                f"{where}: VPP already attaches host interface {name} as sw_if_index {sw} with tag "
+                f"{current!r}, which is not a pod of this driver; not touching it"
+            )
+        log.warning(
+            "pod_af_packet_stale_replaced",
+            pod=str(req.identity),
+            interface=name,
+            sw_if_index=sw,
+            tag=current,
+            detail="VPP had an af_packet interface for this host name left by an unfinished ADD or "
+            "an earlier sandbox of the pod; deleted and made again",
+        )
+        key = next((k for k, p in self._pods.items() if p.sw_if_index == sw), None)
+        stale = self._pods.get(key) if key is not None else None
+        if stale is None:
+            stale = _Pod(sw, owner or PodTag("", "", name), "veth", None)
+        # VPP's side only: the Linux host end is already this pod's.
+        self._remove(c, key, stale, "", "", linux=False)
+        if key is not None and self._requests.pop(key, None) is not None:
+            self._write_requests()  # a restore must not bring the superseded sandbox back
+        return int(c.call("af_packet_create_v3", **fields, obj=where).sw_if_index), True
+
+    @staticmethod
+    def _interface_tag(c: Any, sw: int) -> str:
+        for d in c.dump("sw_interface_dump", sw_if_index=sw):
+            if int(d.sw_if_index) == sw:
+                return str(d.tag).rstrip("\x00")
+        return ""
+
+    def _urpf(self, c: Any, sw: int, where: str) -> None:
+        """Strict uRPF on input for both families. urpf_update changes nothing when the mode
+        asked is the one VPP's per-index table holds, and that table outlives interfaces
+        (urpf.c): an interface on a deleted one's index asked for "strict" again would get no
+        check. Asking loose first always changes the mode, so strict then enables its feature.
+        (Loose lasts one message, while the interface carries the deny-all ACL.)"""
         if not c.supports("urpf"):
+            self._log_no_urpf(c, sw)
             return
-        for af in sorted({0 if a.version == 4 else 1 for a in addresses}):
-            c.call("urpf_update", is_input=True, mode=URPF_API_MODE_STRICT, af=af, sw_if_index=sw, obj=where)
+        requests = [
+            ("urpf_update", {"is_input": True, "mode": mode, "af": af, "sw_if_index": sw}, where)
+            for af in (0, 1)
+            for mode in (URPF_API_MODE_LOOSE, URPF_API_MODE_STRICT)
+        ]
+        for result in c.batch(requests):
+            result.unwrap()
+
+    def _log_no_urpf(self, c: Any, sw: int | None = None) -> None:
+        """Once per VPP instance: without the urpf plugin nothing checks pods' source addresses."""
+        if self._no_urpf_logged == c.generation:
+            return
+        self._no_urpf_logged = c.generation
+        log.error(
+            "pod_source_addresses_unchecked",
+            plugin="urpf_plugin.so",
+            sw_if_index=sw,
+            detail="VPP has no urpf plugin: pods can send with any source address (no anti-spoofing); "
+            "load urpf_plugin.so in VPP's startup.conf",
+        )
 
     def _undo(self, c: Any, sw: int, kind: str, req: PodRequest, addresses: Sequence[Any]) -> None:
         """Best effort after a failed ADD: leave nothing half made."""
@@ -436,29 +646,35 @@ class PodInterfaces:
         except Exception:
             log.exception("pod_cleanup_failed", pod=str(req.identity), sw_if_index=sw)
 
-    def _remove(self, c: Any, key: str, pod: _Pod, netns: str, interface_name: str) -> None:
+    def _remove(
+        self, c: Any, key: str | None, pod: _Pod, netns: str, interface_name: str, *, linux: bool = True
+    ) -> None:
+        def delete() -> None:
+            self._delete_vpp(c, pod, netns, interface_name, linux=linux)
+
         try:
             if self.notifier is not None:
-                self.notifier.pod_interface_removed(
-                    pod.sw_if_index, lambda: self._delete_vpp(c, pod, netns, interface_name)
-                )
+                self.notifier.pod_interface_removed(pod.sw_if_index, delete)
             else:
-                self._delete_vpp(c, pod, netns, interface_name)
+                delete()
         except VppError as exc:
             raise PodError(f"pod interface {pod.tag.name} (sw_if_index {pod.sw_if_index}): {exc}") from exc
-        self._pods.pop(key, None)
+        if key is not None:
+            self._pods.pop(key, None)
 
-    def _delete_vpp(self, c: Any, pod: _Pod, netns: str, interface_name: str) -> None:
+    def _delete_vpp(self, c: Any, pod: _Pod, netns: str, interface_name: str, *, linux: bool = True) -> None:
         sw = pod.sw_if_index
         if sw >= 0:
             addresses = pod.addresses if pod.addresses is not None else self._routed_to(c, sw)
+            # By prefix alone: VPP decodes a delete's paths too, and refuses one naming an
+            # interface it no longer has (-54), which would leave the route as a drop.
             routes = [
-                ("ip_route_add_del", {"is_add": False, "route": _pod_route(a, sw)}, pod.tag.name)
+                ("ip_route_add_del", {"is_add": False, "route": _pod_route(a, None)}, pod.tag.name)
                 for a in addresses
             ]
             for result in c.batch(routes):
-                if result.error is not None:  # already gone: nothing to undo
-                    log.info("pod_route_absent", interface=pod.tag.name, error=str(result.error))
+                if result.error is not None:
+                    log.warning("pod_route_not_deleted", interface=pod.tag.name, error=str(result.error))
             try:
                 if pod.kind == "tap":
                     c.call("tap_delete_v2", sw_if_index=sw, obj=pod.tag.name)
@@ -468,7 +684,7 @@ class PodInterfaces:
                 if exc.name not in ("INVALID_SW_IF_INDEX", "SYSCALL_ERROR_1"):
                     raise
                 log.info("pod_interface_already_gone", interface=pod.tag.name, sw_if_index=sw)
-        if pod.kind == "veth" and self.links is not None:
+        if linux and pod.kind == "veth" and self.links is not None:
             self.links.delete_veth(netns, interface_name, pod.tag.name)
 
     @staticmethod
@@ -487,8 +703,19 @@ class PodInterfaces:
         return found
 
 
-def _pod_route(addr: Any, sw: int) -> dict[str, Any]:
+def _pod_mac(mac: str, where: str) -> str:
+    """The veth's pod-end MAC for the CNI reply, which the plugin parses with net.ParseMAC."""
+    if not is_go_mac(mac):
+        raise PodError(f"{where}: the pod end of the veth has no usable MAC address ({mac!r})")
+    return mac
+
+
+def _pod_route(addr: Any, sw: int | None) -> dict[str, Any]:
+    """The host route to one pod address through `sw`; with `sw` None, without paths (a
+    delete, which names only the prefix)."""
     net = ipaddress.ip_network(f"{addr}/{addr.max_prefixlen}")
+    if sw is None:
+        return {"table_id": 0, "prefix": net, "paths": []}
     path = {
         "sw_if_index": sw,
         "table_id": 0,

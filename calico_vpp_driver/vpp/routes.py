@@ -82,7 +82,7 @@ import hashlib
 import ipaddress
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -257,9 +257,22 @@ class RouteProgrammer:
     (``call``, ``dump``, ``batch``, ``generation``, optionally ``instance_id``).
     """
 
-    def __init__(self, client: Any, config: Config) -> None:
+    def __init__(
+        self,
+        client: Any,
+        config: Config,
+        *,
+        enable_cnat: Callable[[Sequence[int]], set[int]] | None = None,
+        interface_deleted: Callable[[int], None] | None = None,
+    ) -> None:
+        """``enable_cnat(indexes)``: put cnat's feature on new tunnels before they carry
+        traffic (npol's hooks run only for flows cnat looked up on the interface they came in
+        by); returns the indexes it could not. ``interface_deleted(index)``: a tunnel is gone
+        and VPP will hand its index to the next interface, so what is known of it must go."""
         self._client = client
         self._config = config
+        self._enable_cnat = enable_cnat
+        self._interface_deleted = interface_deleted
         self._routes: dict[IPNetwork, Path] = {}  # in VPP, made (or adopted) by the driver
         self._tunnels: dict[str, _Tunnel] = {}  # by tag
         # Tunnels recorded (written ahead) but not seen in VPP: a crash (or a lost reply) may
@@ -339,7 +352,7 @@ class RouteProgrammer:
                     prefix = ipaddress.ip_network(d.route.prefix)
                     if prefix not in recorded:
                         continue
-                    path = _path_from_dump(d.route.paths, by_index)
+                    path = _path_from_dump(d.route.paths, by_index, prefix)
                     if path is None:
                         foreign += 1
                         continue
@@ -567,6 +580,14 @@ class RouteProgrammer:
             return set()
         failed: dict[str, str] = {}
         pending = dict(specs)
+        for tag, spec in specs.items():
+            if spec.kind == "vxlan" and self._decap_next_index(spec.family) == U32_MAX:
+                # ~0 would mean l2-input, where an L3 tunnel drops everything it decapsulates.
+                failed[tag] = (
+                    f"{spec}: VPP did not say which arc of vxlan{spec.family}-input leads to "
+                    f"ip{spec.family}-input (add_node_next), without which it would drop all it receives"
+                )
+                del pending[tag]
         for attempt in range(2):
             if not pending:
                 break
@@ -582,9 +603,20 @@ class RouteProgrammer:
                 elif isinstance(err, VppApiError) and err.retval == _IF_ALREADY_EXISTS and err.reply and ours:
                     # IP-in-IP answers with the tunnel it has: the untagged leftover of a crash.
                     self._tunnels[tag] = _Tunnel(int(err.reply.sw_if_index), spec)
+                elif (
+                    isinstance(err, VppApiError)
+                    and err.retval == _TUNNEL_EXIST
+                    and (holder := self._owned_with_key(spec, tag)) is not None
+                    and attempt == 0
+                ):
+                    # An IPv6 VXLAN key has no local address: the tunnel made for this node's
+                    # previous address holds it, so that one goes first (its routes with it).
+                    self._break_tunnel(holder, plan)
+                    retry[tag] = spec
+                    continue
                 elif isinstance(err, VppApiError) and err.retval == _TUNNEL_EXIST and ours:
                     # The untagged leftover of a crash: delete it by its key, then create again.
-                    self._batch([self._vxlan_request(spec, is_add=False)])
+                    self._forget_deleted(self._batch([self._vxlan_request(spec, is_add=False)]))
                     retry[tag] = spec
                     continue
                 elif isinstance(err, VppApiError) and err.retval in (_TUNNEL_EXIST, _IF_ALREADY_EXISTS):
@@ -656,6 +688,22 @@ class RouteProgrammer:
             for dst in plan.users.get(tag, ()):
                 plan.problems.setdefault(dst, f"route {dst}: {reason}; the tunnel keeps its previous MTU")
 
+    def _owned_with_key(self, spec: TunnelSpec, tag: str) -> str | None:
+        """Another of the driver's tunnels that VPP would take for this one (same key)."""
+        key = _key(spec)
+        for other, tunnel in self._tunnels.items():
+            if other != tag and tunnel.spec is not None and _key(tunnel.spec) == key:
+                return other
+        return None
+
+    def _break_tunnel(self, tag: str, plan: _Plan) -> None:
+        """Delete a tunnel and its routes now, so that its replacement can be made: a gap for
+        those routes until the replacement's are added in this same apply (logged)."""
+        prefixes = [dst for dst, path in self._routes.items() if path.tunnel == tag]
+        log.warning("tunnel_replaced_with_gap", tag=tag, routes=len(prefixes))
+        self._delete_routes(prefixes, plan)
+        self._delete_tunnels([tag])
+
     def _create_request(self, spec: TunnelSpec) -> Request:
         if spec.kind == "vxlan":
             return self._vxlan_request(spec, is_add=True)
@@ -693,7 +741,7 @@ class RouteProgrammer:
     def _decap_next_index(self, family: int) -> int:
         """An L3 VXLAN tunnel hands decapsulated packets to ip4-input/ip6-input: that node's
         next index from vxlan4-input/vxlan6-input (VPP adds the arc on demand, as its CLI does
-        for ``vxlan tunnel ... l3``). ~0 (l2-input) if VPP will not say."""
+        for ``vxlan tunnel ... l3``). ~0 if VPP will not say (no tunnel is made then)."""
         index = self._decap_next.get(family)
         if index is not None:
             return index
@@ -707,8 +755,8 @@ class RouteProgrammer:
             )
             index = int(reply.next_index)
         except (VppApiError, VppEncodeError) as exc:
-            log.warning("vxlan_decap_next_unknown", family=family, error=str(exc))
-            index = U32_MAX
+            log.error("vxlan_decap_next_unknown", family=family, error=str(exc))
+            return U32_MAX  # not kept: asked again for the next tunnel
         self._decap_next[family] = index
         return index
 
@@ -739,7 +787,6 @@ class RouteProgrammer:
                 # [L3, IP4, IP6, MPLS]: the protocols' 0 means "the L3 MTU".
                 mtu = [tunnel.spec.mtu, 0, 0, 0]
                 requests.append(Request("sw_interface_set_mtu", {"sw_if_index": sw, "mtu": mtu}, tag))
-            requests.append(Request("sw_interface_set_flags", {"sw_if_index": sw, "flags": _ADMIN_UP}, tag))
         failed: dict[str, str] = {}
         untagged: list[str] = []
         for req, res in zip(requests, self._batch(requests), strict=True):
@@ -767,6 +814,29 @@ class RouteProgrammer:
                 )
         if untagged:
             self._delete_tunnels(untagged)
+        # cnat's feature once the tunnel is tagged (so that a crash leaves no untagged tunnel
+        # carrying it) and before it is up: a flow arriving through it must be looked up by cnat
+        # for npol's hooks on the pods it reaches to run.
+        ready = [tag for tag in tags if tag not in failed]
+        if self._enable_cnat is not None and ready:
+            refused = self._enable_cnat([self._tunnels[tag].sw_if_index for tag in ready])
+            for tag in ready:
+                if self._tunnels[tag].sw_if_index in refused:
+                    failed[tag] = (
+                        f"{self._tunnels[tag].spec}: VPP refused cnat's feature on it (npol's policy "
+                        "would not see what arrives through it)"
+                    )
+        up = [
+            Request(
+                "sw_interface_set_flags", {"sw_if_index": self._tunnels[t].sw_if_index, "flags": _ADMIN_UP}, t
+            )
+            for t in tags
+            if t not in failed
+        ]
+        for req, res in zip(up, self._batch(up), strict=True):
+            if not res.ok:
+                tag = str(req.obj)
+                failed[tag] = f"{self._tunnels[tag].spec}: VPP refused {req.message}: {res.error}"
         return failed
 
     def _owner_of(self, addr: IPAddress) -> int | None:
@@ -858,7 +928,7 @@ class RouteProgrammer:
             if s.kind == "vxlan" and _key(s) not in owned_keys  # not another tag's tunnel
         ]
         ipip = [self._create_request(s)._replace(obj=t) for t, s in unwanted.items() if s.kind == "ipip"]
-        self._batch(vxlan)  # NO_SUCH_ENTRY when there is none: fine
+        self._forget_deleted(self._batch(vxlan))  # NO_SUCH_ENTRY when there is none: fine
         doomed = []
         for req, res in zip(ipip, self._batch(ipip), strict=True):
             err = res.error
@@ -868,7 +938,9 @@ class RouteProgrammer:
                 reply = res.reply if res.ok else None
             if reply is not None and int(reply.sw_if_index) not in owned:  # made now, or the leftover
                 doomed.append(Request("ipip_del_tunnel", {"sw_if_index": int(reply.sw_if_index)}, req.obj))
-        self._batch(doomed)
+        for req, res in zip(doomed, self._batch(doomed), strict=True):
+            if res.ok:
+                self._forget(int(req.fields["sw_if_index"]))
         for tag in unwanted:
             self._unseen.pop(tag, None)
         self._record_stale = True
@@ -903,11 +975,23 @@ class RouteProgrammer:
         for req, res in zip(requests, self._batch(requests), strict=True):
             tag = str(req.obj)
             if res.ok:
-                self._tunnels.pop(tag, None)
+                gone = self._tunnels.pop(tag, None)
                 self._record_stale = True
                 self._users.pop(tag, None)
+                if gone is not None:
+                    self._forget(gone.sw_if_index)
             else:
                 log.error("tunnel_not_deleted", tag=tag, error=str(res.error))
+
+    def _forget(self, sw: int) -> None:
+        if self._interface_deleted is not None and sw != U32_MAX:
+            self._interface_deleted(sw)
+
+    def _forget_deleted(self, results: Sequence[Result]) -> None:
+        """Deletes by parameters: VPP's reply names the index it freed."""
+        for res in results:
+            if res.ok and getattr(res.reply, "sw_if_index", None) is not None:
+                self._forget(int(res.reply.sw_if_index))
 
     def _route(self, dst: IPNetwork, path: Path) -> dict[str, Any]:
         fib_path: dict[str, Any] = {
@@ -972,13 +1056,19 @@ class RouteProgrammer:
 
 
 def _key(spec: TunnelSpec) -> tuple[Any, ...]:
-    """What VPP tells tunnels apart by (a second tunnel with the same key is refused)."""
-    return (spec.kind, spec.src, spec.dst, spec.vni, spec.port)
+    """What VPP tells tunnels apart by (a second tunnel with the same key is refused): an IPv6
+    VXLAN tunnel's key has no local address (vxlan.c ``key6``), an IPv4 one has."""
+    src = None if spec.kind == "vxlan" and spec.family == 6 else spec.src
+    return (spec.kind, src, spec.dst, spec.vni, spec.port)
 
 
-def _path_from_dump(paths: Sequence[Any], tunnel_by_index: Mapping[int, str]) -> Path | None:
+def _path_from_dump(
+    paths: Sequence[Any], tunnel_by_index: Mapping[int, str], prefix: IPNetwork
+) -> Path | None:
     """The driver's `Path` for a dumped route, or None when its paths are not of a shape the
-    driver makes (then someone else owns the prefix now)."""
+    driver makes (then someone else owns the prefix now). A host route through an interface
+    without a next hop is stored with the prefix's own address as its next hop
+    (``fib_table_route_path_fixup``): that is the driver's "no next hop"."""
     if len(paths) != 1:
         return None
     p = paths[0]
@@ -991,6 +1081,8 @@ def _path_from_dump(paths: Sequence[Any], tunnel_by_index: Mapping[int, str]) ->
     if sw == U32_MAX:
         return Path("via", nh) if nh is not None else None
     tag = tunnel_by_index.get(sw)
+    if nh is not None and prefix.prefixlen == prefix.max_prefixlen and nh == prefix.network_address:
+        nh = None
     return Path("tunnel", nh, tag) if tag is not None else None
 
 
