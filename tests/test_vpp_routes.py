@@ -313,7 +313,13 @@ def test_remote_tunnel_address_route_has_no_next_hop(sim: Sim) -> None:
     route(st, "10.65.3.0/32", "node-3", POOL_VXLAN, types=RT_REMOTE_WORKLOAD | RT_REMOTE_TUNNEL)
     assert sim.apply(st, full=True) == []
     (itf,) = sim.tunnels().values()
-    assert path_of(sim.fib("10.65.3.0/32")) == (itf.sw_if_index, "0.0.0.0")
+    # Sent without a next hop; VPP stores a host route out of an interface attached to the
+    # prefix's own address (fib_table_route_path_fixup), and dumps it so.
+    assert path_of(sim.fib("10.65.3.0/32")) == (itf.sw_if_index, "10.65.3.0")
+    assert sim.routes.routes[NET("10.65.3.0/32")].nh is None
+    sim.restart()  # adoption reads that back as the driver's path: nothing re-added
+    assert sim.apply(st, full=True) == []
+    assert route_msgs(sim.sent) == {}
 
 
 def test_local_block_is_a_blackhole_and_pod_routes_are_left_to_the_cni(sim: Sim) -> None:

@@ -91,6 +91,7 @@ from .state import (
     NPOL_PORT_RANGE,
     PATH_TYPE_DROP,
     PATH_TYPE_LOCAL,
+    PATH_TYPE_NORMAL,
     U32_MAX,
     Acl,
     AclRule,
@@ -956,6 +957,15 @@ def ip_route_add_del(state: VppState, req: Request) -> Reply:
         rv, path = _decode_path(state, raw, is_ip6)
         if rv:
             return _rv(rv, stats_index=U32_MAX)
+        if (
+            prefix.prefixlen == prefix.max_prefixlen
+            and path.nh is None
+            and path.sw_if_index != U32_MAX
+            and path.type == PATH_TYPE_NORMAL
+        ):
+            # fib_table_route_path_fixup: a host route out of an interface without a next hop
+            # is attached to the prefix's own address (and dumped with it as next hop).
+            path.nh = prefix.network_address
         paths.append(path)
     is_add = _bool(req.get("is_add", True))
     existing = table.routes.get(prefix)
