@@ -18,7 +18,8 @@ Every Calico construct maps onto that:
   or holds only staged policies, produces no block;
 * a profile is one block with `end="next"` (a profile's pass also goes to the next profile);
 * `log` rules are dropped: they never change a verdict;
-* the workload egress drops of VXLAN and IP-in-IP come first, as one block;
+* the workload egress drops of VXLAN and IP-in-IP come first, as one block; an ingress program
+  starts by allowing this node's own addresses (Felix does not police host -> workload);
 * an endpoint that is not active, or whose policy cannot be evaluated exactly
   (`DesiredState.endpoint_problems`), gets no blocks at all: deny everything.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from ..config import Config
@@ -288,6 +290,24 @@ def workload_source_check(config: Config, ep: WorkloadEndpoint) -> Block | None:
     return Block(key, tuple(rules), "next")
 
 
+def host_to_workload(state: DesiredState, config: Config) -> Block | None:
+    """Felix does not police traffic from the host to its local workloads (its filter OUTPUT
+    chain returns for workload interfaces), so kubelet's probes reach a pod whatever its ingress
+    policy says. In VPP the pod's ingress program judges that traffic too, so it starts by
+    allowing this node's own addresses (HostMetadata), as Calico/VPP does."""
+    meta = state.host_metadata.get(config.felix_hostname)
+    if meta is None:
+        return None
+    rules = tuple(
+        _intern(Rule(action="allow", ip_version=addr.version, src_net=(ip_network(addr),)))
+        for addr in (meta.ipv4_addr, meta.ipv6_addr)
+        if addr is not None
+    )
+    if not rules:
+        return None
+    return Block(("host-to-workload", tuple(str(r.src_net[0]) for r in rules)), rules, "next")
+
+
 def workload_program(
     state: DesiredState,
     config: Config,
@@ -319,6 +339,10 @@ def _workload_blocks(
     memo: dict[BlockKey, Block] | None = None,
 ) -> Program:
     blocks: list[Block] = []
+    if direction == "ingress":
+        host = host_to_workload(state, config)
+        if host is not None:
+            blocks.append(host)
     if direction == "egress":
         check = workload_source_check(config, ep)
         if check is not None:

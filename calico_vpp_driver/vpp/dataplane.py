@@ -453,7 +453,9 @@ class VppDataplane:
         elif self.client.generation != self._generation:
             log.warning("vpp_restarted", detail="reprogramming everything from the model")
             self._reset_stores()
-        full = self._full or "in_sync" in dirty.other
+        # Every ingress program starts with this node's addresses (policy.program
+        # host_to_workload): a change of them is a change of every program.
+        full = self._full or "in_sync" in dirty.other or self.config.felix_hostname in dirty.host_metadata
         for set_id in dirty.ipsets:
             self._set_versions[set_id] = self._set_versions.get(set_id, 0) + 1
         fresh = self._take_pod_events()

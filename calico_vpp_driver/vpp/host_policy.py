@@ -61,7 +61,8 @@ Approximations:
   (Felix allows those before any policy). Local workloads are recognised by source address:
   a spoofed workload source arriving from outside would get DefaultEndpointToHostAction on the
   tap (it was judged by TO_HOST on the uplink first). Host-to-workload traffic is allowed on
-  the tap; the workload's own ingress ACL still applies to it (the workload backend's concern).
+  the tap; on the workload's interface its ingress program starts by allowing the node's own
+  addresses (`policy.program.host_to_workload`).
 * H must name the host's addresses (on Calico/VPP the uplink carries them, and Felix's
   HostMetadata names the node's): a packet to a host address outside H is judged as forwarded
   on the uplink (FORWARD_IN, which denies everything while the endpoint is in error, failsafe
