@@ -21,6 +21,12 @@ packet in a release VPP): the ordering above is what keeps that from ever happen
 
 npol's IP_AND_PORT member delete removes more than asked (`sim/README.md`): such a set is
 rebuilt instead (new set, `npol_rule_update` of each rule using it, delete of the old set).
+The old set stays known until the rules are confirmed on the new one: a rebuild cut short is
+finished by the next sync (the rules resent), so no rule is left on a set the store forgot.
+
+A request whose outcome never came (a timeout, a connection lost after it was sent) is not
+taken as refused: the policy or interface it concerned is resent by the next write whatever the
+model says then, and everything VPP may reference meanwhile stays (never deleted under it).
 
 npol has no dump API, so the store records what it created (`record()` / `adopt()`): a driver
 that restarts against the same VPP builds its objects anew, swaps every interface to them
@@ -41,6 +47,7 @@ from ..model.types import IPSet
 from ..policy.program import Block, BlockKey
 from . import npol
 from .client import WireArray
+from .errors import VppApiError, VppConnectionLost, VppEncodeError, VppRestartedError
 from .npol import (
     DEFAULT_DENY,
     NPOL_IP_AND_PORT,
@@ -86,6 +93,10 @@ class _Policy:
     id: int
     rules: tuple[NpolRuleSpec, ...]
     users: set[int] = field(default_factory=set)
+    # An update whose outcome never came: VPP may hold `rules` or these. Until an update is
+    # confirmed the policy is resent whatever the model wants, and these rules keep a reference
+    # (VPP's policy may still list them: deleting one would make it match everything).
+    maybe: tuple[NpolRuleSpec, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,14 @@ def _check(results: Sequence[Any], what: str) -> list[Any]:
     if error is not None:
         raise error
     return [res.reply for res in results]
+
+
+def _unknown(error: Exception | None) -> bool:
+    """Whether a failed request may still have been executed by VPP (a timeout, a connection
+    lost after it was sent), as opposed to a definite refusal or a request never sent."""
+    if error is None or isinstance(error, VppApiError | VppEncodeError | VppRestartedError):
+        return False
+    return not isinstance(error, VppConnectionLost) or error.sent
 
 
 def _first_error(results: Sequence[Any], what: str) -> RenderError | None:
@@ -123,6 +142,11 @@ class NpolStore:
         self.interface_keys: dict[int, InterfacePolicies] = {}
         self.cnat_enabled: set[int] = set()
         self._suspect: set[SetKey] = set()
+        # Rebuilt sets whose rules are not known to use the new set yet: the ids of the sets they
+        # replaced (VPP's rules may still point at any of them), deleted once the rules are.
+        self._replaced: dict[SetKey, list[int]] = {}
+        # Interfaces whose last configure's outcome never came: the policies VPP may use there.
+        self._maybe_keys: dict[int, list[InterfacePolicies]] = {}
         self._prefilling: _Filling | None = None
         self._dependents: dict[str, set[SetKey]] = {}  # Felix set -> owned sets built from it
         self._garbage = True  # something may have lost its last user: _collect has work
@@ -203,7 +227,7 @@ class NpolStore:
         new_rules: set[NpolRuleSpec] = set()
         for pkey, rules in contents.items():
             owned = self.policies.get(pkey)
-            if owned is not None and owned.rules is rules:
+            if owned is not None and owned.rules is rules and owned.maybe is None:
                 continue  # unchanged (block lowerings are cached, so unchanged means the same object)
             new_rules.update(spec for spec in rules if spec not in self.rules)
         new_sets = {k for spec in new_rules for k in spec.set_keys() if k not in self.sets}
@@ -224,11 +248,13 @@ class NpolStore:
         """The interface is being deleted and VPP will reuse its index for a new one, which has
         neither npol configuration nor the cnat feature: both must be set again for it."""
         keys = self.interface_keys.pop(sw, None)
-        if keys is not None:
-            for pkey in keys.rx + keys.tx:
-                pol = self.policies.get(pkey)
-                if pol is not None:
-                    pol.users.discard(sw)
+        maybe = self._maybe_keys.pop(sw, [])
+        if keys is not None or maybe:
+            for one in ([keys] if keys is not None else []) + maybe:
+                for pkey in one.rx + one.tx:
+                    pol = self.policies.get(pkey)
+                    if pol is not None:
+                        pol.users.discard(sw)
             self._garbage = True
         self.interfaces.pop(sw, None)
         self.cnat_enabled.discard(sw)
@@ -266,7 +292,9 @@ class NpolStore:
     def record(self) -> dict[str, Any]:
         """What to persist so a restarted driver can delete these objects once it replaced them."""
         return {
-            "sets": sorted(s.id for s in self.sets.values()) + sorted(self.stale["set"]),
+            "sets": sorted(s.id for s in self.sets.values())
+            + sorted(i for ids in self._replaced.values() for i in ids)
+            + sorted(self.stale["set"]),
             "rules": sorted(self.rules.values()) + sorted(self.stale["rule"]),
             "policies": sorted(p.id for p in self.policies.values()) + sorted(self.stale["policy"]),
             "interfaces": sorted(self.interfaces),
@@ -319,12 +347,12 @@ class NpolStore:
         ]
 
     def _sync_sets(self, ipsets: Mapping[str, IPSet], dirty: set[str]) -> None:
-        if not dirty and not self._suspect:
+        if not dirty and not self._suspect and not self._replaced:
             return
         requests: list[tuple[str, dict[str, Any], str]] = []
         keys: list[SetKey] = []
-        rebuild: list[SetKey] = [k for k in self._suspect if k in self.sets]
-        self._suspect.clear()
+        self._suspect.intersection_update(self.sets)
+        rebuild: list[SetKey] = sorted(self._suspect, key=repr)
         touched: set[SetKey] = set()
         for felix_id in dirty:
             touched |= self._dependents.get(felix_id, set())
@@ -357,19 +385,45 @@ class NpolStore:
             keys += [key] * len(sent)
             owned.members = members
             owned.odd = odd
+        # A set to rebuild stays suspect until its rebuild succeeds (`_Filling.finish` clears it),
+        # so one that fails, or is not reached, is rebuilt by the next sync.
+        self._suspect.update(rebuild)
         results = self._results(requests)
         for key, res in zip(keys, results, strict=True):
             if res.error is not None:
                 self._suspect.add(key)  # VPP's content is unknown now: rebuilt next time
         for key in rebuild:
             self._rebuild_set(ipsets, key)
+        # Rebuilt sets whose rules were not confirmed to use them: the rules again (the new set
+        # got its member changes above), then the sets they replaced. A set whose member changes
+        # failed is not swapped in: it is rebuilt (and swapped in then) by the next sync.
+        for key in sorted(self._replaced.keys() - set(rebuild) - self._suspect, key=repr):
+            self._repoint_rules(key)
         error = _first_error(results, "IP set members")
         if error is not None:
             raise error
 
     def _rebuild_set(self, ipsets: Mapping[str, IPSet], key: SetKey) -> None:
+        """Replace the set by a new one with the model's members, swap it into the rules using
+        it, and only then delete the old one. Until the rules are confirmed, the old set's id is
+        kept in `_replaced` (VPP's rules may still point at it, so its membership would freeze)."""
         old = self.sets.pop(key)
-        self._create_sets(ipsets, {key}).finish()
+        replaced = self._replaced.setdefault(key, [])
+        replaced.append(old.id)
+        try:
+            self._create_sets(ipsets, {key}).finish()
+        except Exception:
+            if key not in self.sets:  # not created: the old set is still the one to rebuild
+                replaced.remove(old.id)
+                if not replaced:
+                    del self._replaced[key]
+                self.sets[key] = old
+            self._suspect.add(key)
+            raise
+        self._repoint_rules(key)
+
+    def _repoint_rules(self, key: SetKey) -> None:
+        """`npol_rule_update` of each rule using the set, then delete the sets it replaced."""
         users = [spec for spec in self.rules if key in spec.set_keys()]
         ids = self._set_ids()
         self._send(
@@ -379,8 +433,11 @@ class NpolStore:
             ],
             f"rules using rebuilt set {_describe(key)}",
         )
-        self._send([("npol_ipset_delete", {"set_id": old.id}, f"ipset {_describe(key)}")], "set delete")
+        old_ids = self._replaced.pop(key, [])
         self.ids_changed += 1
+        self._send(
+            [("npol_ipset_delete", {"set_id": i}, f"ipset {_describe(key)}") for i in old_ids], "set delete"
+        )
 
     def _create_sets(self, ipsets: Mapping[str, IPSet], keys: set[SetKey]) -> _Filling:
         """Create the sets, then send their members in groups, each sent while the next is
@@ -461,7 +518,7 @@ class NpolStore:
             owned = self.policies.get(pkey)
             if owned is None:
                 creates.append(pkey)
-            elif owned.rules != rules:
+            elif owned.rules != rules or owned.maybe is not None:
                 updates.append((pkey, owned.rules))
         results = self._results(
             [("npol_policy_create", self._policy_fields(k, contents[k]), _describe_block(k)) for k in creates]
@@ -484,11 +541,22 @@ class NpolStore:
             ]
         )
         for (pkey, old_rules), res in zip(updates, results, strict=True):
+            pol = self.policies[pkey]
             if res.error is None:
-                self.policies[pkey].rules = contents[pkey]
+                pol.rules = contents[pkey]
                 self.rule_refs.update(contents[pkey])
                 self.rule_refs.subtract(old_rules)
+                if pol.maybe is not None:
+                    self.rule_refs.subtract(pol.maybe)
+                    pol.maybe = None
                 self._garbage = True
+            elif _unknown(res.error):
+                # VPP may hold either list now: both stay referenced, and the next write resends.
+                maybe = tuple(dict.fromkeys((*(pol.maybe or ()), *contents[pkey])))
+                self.rule_refs.update(maybe)
+                if pol.maybe is not None:
+                    self.rule_refs.subtract(pol.maybe)
+                pol.maybe = maybe
         error = error or _first_error(results, "policy update")
         if error is not None:
             raise error
@@ -501,7 +569,7 @@ class NpolStore:
             tx_ids = [self.policies[k].id for k in keys.tx]
             ids = tuple(rx_ids + tx_ids)
             old_keys = self.interface_keys.get(sw)
-            if old_keys == keys and self.interfaces.get(sw) == ids:
+            if old_keys == keys and self.interfaces.get(sw) == ids and sw not in self._maybe_keys:
                 continue
             requests.append(
                 (
@@ -528,10 +596,17 @@ class NpolStore:
         for (sw, keys, ids), res in zip(changed, results, strict=True):
             if res.error is not None or (res.reply is not None and getattr(res.reply, "retval", 0) != 0):
                 failed.append(f"interface {sw}: {res.error or f'retval {res.reply.retval}'}")
+                if _unknown(res.error):
+                    # VPP may use these policies there now: they keep the interface as a user
+                    # (never collected under it), and the next configure resends it.
+                    self._maybe_keys.setdefault(sw, []).append(keys)
+                    for pkey in keys.rx + keys.tx:
+                        self.policies[pkey].users.add(sw)
+                    self._garbage = True
                 continue
             old_keys = self.interface_keys.get(sw)
-            if old_keys is not None:
-                for pkey in old_keys.rx + old_keys.tx:
+            for one in ([old_keys] if old_keys is not None else []) + self._maybe_keys.pop(sw, []):
+                for pkey in one.rx + one.tx:
                     pol = self.policies.get(pkey)
                     if pol is not None:
                         pol.users.discard(sw)
@@ -566,6 +641,7 @@ class NpolStore:
         self.stale["policy"] -= {p.id for p in self.policies.values()}
         self.stale["rule"] -= set(self.rules.values())
         self.stale["set"] -= {x.id for x in self.sets.values()}
+        self.stale["set"] -= {i for ids in self._replaced.values() for i in ids}
         dead_policies = [k for k, p in self.policies.items() if not p.users]
         requests = [
             ("npol_policy_delete", {"policy_id": self.policies[k].id}, _describe_block(k))
@@ -575,7 +651,10 @@ class NpolStore:
             ("npol_policy_delete", {"policy_id": i}, "stale policy") for i in sorted(self.stale["policy"])
         ]
         for k in dead_policies:
-            self.rule_refs.subtract(self.policies.pop(k).rules)
+            pol = self.policies.pop(k)
+            self.rule_refs.subtract(pol.rules)
+            if pol.maybe is not None:
+                self.rule_refs.subtract(pol.maybe)
         self._send_deletes(requests)
         self.stale["policy"].clear()
         dead_rules = [spec for spec, n in self.rule_refs.items() if n <= 0]
@@ -601,7 +680,12 @@ class NpolStore:
                     deps.discard(k)
                     if not deps:
                         del self._dependents[felix_id]
+            self._suspect.discard(k)
             requests.append(("npol_ipset_delete", {"set_id": self.sets.pop(k).id}, f"ipset {_describe(k)}"))
+            # No rule uses the set any more, so neither can one use the sets it replaced.
+            requests += [
+                ("npol_ipset_delete", {"set_id": i}, "replaced ipset") for i in self._replaced.pop(k, [])
+            ]
         requests += [("npol_ipset_delete", {"set_id": i}, "stale ipset") for i in sorted(self.stale["set"])]
         self._send_deletes(requests)
         self.stale["set"].clear()
