@@ -944,14 +944,7 @@ def test_the_dataplane_programs_routes_and_removes_them(sim: Sim) -> None:
     route(st, "10.65.2.0/26", "node-2", POOL_NO_ENCAP)
     route(st, "10.65.3.0/26", "node-3", POOL_VXLAN)
     st.update_profile(Profile("open", (Rule(action="allow"),), (Rule(action="allow"),)))
-    st.update_workload_endpoint(
-        WorkloadEndpoint(
-            WorkloadEndpointID("k8s", "ns/pod", "eth0"),
-            name="pod",
-            profile_ids=("open",),
-            ipv4_nets=(NET("10.65.1.10/32"),),  # type: ignore[arg-type]
-        )
-    )
+    endpoint(st, "pod", "open", "10.65.1.10")
     st.mark_in_sync()
     dp.apply(st, st.take_dirty(), StatusBoard())
     assert dp.problems("routes") == []
@@ -967,6 +960,18 @@ def test_the_dataplane_programs_routes_and_removes_them(sim: Sim) -> None:
 # ------------------------------------------------------------------------------ tunnels and policy
 
 
+def endpoint(st: DesiredState, name: str, profile: str, ip: str) -> None:
+    """A workload endpoint `ns/<name>` bound to the pod interface tagged `name`."""
+    st.update_workload_endpoint(
+        WorkloadEndpoint(
+            WorkloadEndpointID("k8s", f"ns/{name}", "eth0"),
+            name=name,
+            profile_ids=(profile,),
+            ipv4_nets=(NET(f"{ip}/32"),),  # type: ignore[arg-type]
+        )
+    )
+
+
 def npol_node(tmp_path: Any) -> tuple[SimNode, DesiredState, list[tuple[str, int]]]:
     """A node with the npol backend, a VXLAN route to node-3 and a pod whose profile denies
     everything; returns the node, the state and the (message, sw_if_index) log."""
@@ -976,14 +981,7 @@ def npol_node(tmp_path: Any) -> tuple[SimNode, DesiredState, list[tuple[str, int
     st = cluster("node-3")
     st.update_profile(Profile("deny", (), ()))
     node.add_pod("a", ["10.65.1.10"])
-    st.update_workload_endpoint(
-        WorkloadEndpoint(
-            WorkloadEndpointID("k8s", "ns/a", "eth0"),
-            name="a",
-            profile_ids=("deny",),
-            ipv4_nets=(NET("10.65.1.10/32"),),  # type: ignore[arg-type]
-        )
-    )
+    endpoint(st, "a", "deny", "10.65.1.10")
     st.mark_in_sync()
     return node, st, sent
 
@@ -1026,14 +1024,7 @@ def test_a_pod_on_a_deleted_tunnels_index_gets_cnat(tmp_path: Any) -> None:
         assert state.interfaces.get(tun) is None
         pod = node.add_pod("b", ["10.65.1.11"])
         assert pod.sw_if_index == tun
-        st.update_workload_endpoint(
-            WorkloadEndpoint(
-                WorkloadEndpointID("k8s", "ns/b", "eth0"),
-                name="b",
-                profile_ids=("deny",),
-                ipv4_nets=(NET("10.65.1.11/32"),),  # type: ignore[arg-type]
-            )
-        )
+        endpoint(st, "b", "deny", "10.65.1.11")
         node.dataplane.apply(st, st.take_dirty(), StatusBoard())
         assert state.interfaces.get(tun).cnat_feature
         with node.server.lock:
