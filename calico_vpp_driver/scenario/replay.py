@@ -335,7 +335,10 @@ def _vpp_verdict(
 ) -> tuple[bool | None, list[str], Egress | None]:
     """VPP's verdict for a probe between local pods and the outside (None: not judged by VPP),
     its trace, and how VPP sent the packet on if it did."""
-    if node is None or probe.src.host or probe.dst.host:
+    if node is None or probe.dst.host or (probe.src.host and probe.dst.endpoint_key is None):
+        # Packets to the node itself go to the Linux host, which the simulator does not have.
+        # The node's own packets to its pods are sent in by the uplink: without a host tap, the
+        # uplink carries the node's address (the pods' ingress programs judge by source).
         return None, [], None
     src_pod = None
     if probe.src.endpoint_key is not None:
@@ -414,8 +417,8 @@ def format_result(
     else:
         judge = (
             f"VPP ({'the simulator' if vpp == 'sim' else vpp}, programmed by the driver with the "
-            f"{result.backend or backend} backend), checked against the policy oracle; probes to or "
-            "from the node itself: the oracle alone"
+            f"{result.backend or backend} backend), checked against the policy oracle; probes to "
+            "the node itself: the oracle alone"
         )
     lines.append(f"node {sc.node}; probes judged by {judge}")
     for stage in sc.stages[1:]:
