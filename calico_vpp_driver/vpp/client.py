@@ -288,6 +288,7 @@ class ConnectionInfo:
     previous_instance_id: str | None
     vpe_pid: int
     version: str
+    sentinel_sw_if_index: int | None = None  # the sentinel loopback (None: no sentinel kept)
 
 
 class Service(NamedTuple):
@@ -1515,7 +1516,9 @@ class VppClient:
             version = self._setup_call("show_version") if conn.has_message("show_version") else None
             ping = self._setup_call("control_ping")
             vpe_pid = int(getattr(ping, "vpe_pid", 0))
-            instance = self._find_or_make_sentinel() if self._sentinel else f"vpe-pid:{vpe_pid}"
+            instance, sentinel = (
+                self._find_or_make_sentinel() if self._sentinel else (f"vpe-pid:{vpe_pid}", None)
+            )
         except BaseException:
             self._setting_up = False
             if self._conn is conn:
@@ -1537,6 +1540,7 @@ class VppClient:
             previous_instance_id=previous,
             vpe_pid=vpe_pid,
             version=str(getattr(version, "version", "")),
+            sentinel_sw_if_index=sentinel,
         )
         self._info = info
         self._supported = supported
@@ -1580,15 +1584,16 @@ class VppClient:
         self._run_inline(job)
         return job.future.result()[0].unwrap()
 
-    def _find_or_make_sentinel(self) -> str:
+    def _find_or_make_sentinel(self) -> tuple[str, int]:
+        """The VPP instance's id and its sentinel loopback's sw_if_index."""
         prefix = SENTINEL_TAG_PREFIX
-        tags = sorted(
-            str(d.tag)
+        found = sorted(
+            (str(d.tag), int(d.sw_if_index))
             for d in self._setup_call("sw_interface_dump")
             if str(getattr(d, "tag", "")).startswith(prefix)
         )
-        if tags:
-            return tags[0][len(prefix) :]
+        if found:
+            return found[0][0][len(prefix) :], found[0][1]
         instance = uuid.uuid4().hex
         reply = self._setup_call("create_loopback")
         try:
@@ -1602,7 +1607,7 @@ class VppClient:
         log.info(
             "vpp_sentinel_created", socket=self.socket_path, sw_if_index=reply.sw_if_index, instance=instance
         )
-        return instance
+        return instance, int(reply.sw_if_index)
 
     # -- running jobs
 

@@ -54,7 +54,7 @@ from .host_policy import HostPolicyProgrammer
 from .nat import NatProgrammer
 from .npol import NPOL_PROTOCOLS
 from .npol_store import NpolStore, RenderError
-from .pods import identity_key, parse_pod_tag
+from .pods import identity_key, parse_pod_tag, urpf_requests
 from .records import read_record, write_record
 from .routes import RouteProgrammer
 
@@ -67,7 +67,6 @@ RECORD_SECONDS = 2.0
 # npol backend: the largest exact ACL for the protocols npol cannot see (beyond: they are denied).
 OTHER_PROTOCOLS_LIMIT = 2048
 STATE_FILE = "npol-objects.json"
-URPF_OFF, URPF_LOOSE, URPF_STRICT = 0, 1, 2  # urpf.api urpf_mode
 
 DENY_ALL_RULES: tuple[AclRule, ...] = tuple(
     AclRule(0, ip_network(net), ip_network(net), 0, 0, 65535, 0, 65535) for net in ("0.0.0.0/0", "::/0")
@@ -650,24 +649,13 @@ class VppDataplane:
     def _set_urpf(self, interfaces: Sequence[int], *, strict: bool) -> None:
         """Strict uRPF (a pod sends only from the addresses routed to it) on or off, both families.
         Failing to turn it back on is an error (the apply is retried); failing to turn it off
-        only denies more (logged).
-
-        Strict is asked as loose then strict: VPP keeps each index's uRPF mode in a table that
-        outlives the interface (urpf.c) and does nothing when asked for the mode it holds, so an
-        interface on a deleted one's index (after a restart: state unknown) would keep no check
-        when asked "strict" alone. Loose always changes the mode; it lasts one message and still
-        drops sources without a route."""
+        only denies more (logged). Strict is asked as `pods.urpf_requests` says (after a
+        restart the interfaces' uRPF state is unknown)."""
         if not interfaces:
             return
         if not self.client.supports("urpf"):
             return  # logged at connect (_log_urpf_missing)
-        modes = (URPF_LOOSE, URPF_STRICT) if strict else (URPF_OFF,)
-        requests = [
-            ("urpf_update", {"is_input": True, "mode": mode, "af": af, "sw_if_index": sw}, f"interface {sw}")
-            for sw in interfaces
-            for af in (0, 1)
-            for mode in modes
-        ]
+        requests = [r for sw in interfaces for r in urpf_requests(sw, strict=strict, obj=f"interface {sw}")]
         results = self.client.batch(requests)
         for sw in interfaces:
             if any(r.error is not None for r in results if r.obj == f"interface {sw}"):

@@ -122,7 +122,6 @@ import structlog
 from ..config import Config
 from ..model.state import DesiredState, Dirty
 from ..model.types import IPAddress, IPNetwork, IPPool, WorkloadEndpoint, WorkloadEndpointID
-from .client import SENTINEL_TAG_PREFIX
 from .errors import VppApiError
 from .records import read_record, write_record
 
@@ -719,18 +718,10 @@ class NatProgrammer:
         initialised (clearing the last bit trims the bitmap to length 0), and the next add
         initialises it again, which empties its table of excluded prefixes: without this bit, the
         last IPv4 pod leaving would make the next one NATed towards pools, services and nodes."""
-        sentinel = next(
-            (
-                int(d.sw_if_index)
-                for d in self.client.dump(
-                    "sw_interface_dump", sw_if_index=U32_MAX, **self._gen("_generation")
-                )
-                if str(d.tag).rstrip("\x00").startswith(SENTINEL_TAG_PREFIX)
-            ),
-            None,
-        )
+        info = getattr(self.client, "info", None)
+        sentinel = info.sentinel_sw_if_index if info is not None else None
         if sentinel is None:
-            self._fail("SNAT entry's permanent include bit", RuntimeError("no instance sentinel in VPP"))
+            self._fail("SNAT entry's permanent include bit", RuntimeError("the VPP client keeps no sentinel"))
             return False
         (res,) = self._send([self._include_request(4, sentinel, True)])
         if res.error is not None:

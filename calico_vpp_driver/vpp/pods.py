@@ -70,7 +70,7 @@ U32_MAX = 0xFFFFFFFF
 ADMIN_UP = 1
 TAP_API_FLAG_TUN = 16  # tapv2.api tap_flags
 AF_PACKET_API_MODE_ETHERNET = 1  # af_packet.api af_packet_mode
-URPF_API_MODE_LOOSE, URPF_API_MODE_STRICT = 1, 2
+URPF_OFF, URPF_LOOSE, URPF_STRICT = 0, 1, 2  # urpf.api urpf_mode
 ERR_SYSCALL_ERROR_1 = -11  # tap_create_v3 without /dev/vhost-net
 ERR_IF_ALREADY_EXISTS = -79  # af_packet_create_v3: VPP has one for the host name (its index answered)
 ERR_VALUE_EXIST = -81  # sw_interface_ip6_enable_disable: the IPv6 link exists already
@@ -617,12 +617,7 @@ class PodInterfaces:
         if not c.supports("urpf"):
             self._log_no_urpf(c, sw)
             return
-        requests = [
-            ("urpf_update", {"is_input": True, "mode": mode, "af": af, "sw_if_index": sw}, where)
-            for af in (0, 1)
-            for mode in (URPF_API_MODE_LOOSE, URPF_API_MODE_STRICT)
-        ]
-        for result in c.batch(requests):
+        for result in c.batch(urpf_requests(sw, strict=True, obj=where)):
             result.unwrap()
 
     def _log_no_urpf(self, c: Any, sw: int | None = None) -> None:
@@ -701,6 +696,20 @@ class PodInterfaces:
                 if paths and all(int(p.sw_if_index) == sw for p in paths):
                     found.append(prefix.network_address)
         return found
+
+
+def urpf_requests(sw: int, *, strict: bool, obj: str) -> list[tuple[str, dict[str, Any], str]]:
+    """uRPF on input, both families: strict (a pod sends only from the addresses routed to it)
+    asked as loose then strict, or off. VPP keeps each index's mode in a table that outlives the
+    interface (urpf.c) and does nothing when asked for the mode it holds, so an interface on a
+    deleted one's index asked "strict" alone could keep no check; loose always changes the mode
+    (and still drops sources without a route) for the one message it lasts."""
+    modes = (URPF_LOOSE, URPF_STRICT) if strict else (URPF_OFF,)
+    return [
+        ("urpf_update", {"is_input": True, "mode": mode, "af": af, "sw_if_index": sw}, obj)
+        for af in (0, 1)
+        for mode in modes
+    ]
 
 
 def _pod_mac(mac: str, where: str) -> str:

@@ -460,8 +460,9 @@ class RouteProgrammer:
                 else:
                     want = got
             if want is not None and want[1] is not None:
-                plan.tunnels[want[1].tag] = want[1]
-                plan.users.setdefault(want[1].tag, []).append(dst)
+                tag = want[0].tunnel  # the spec's tag, already hashed by `desired`
+                plan.tunnels[tag] = want[1]
+                plan.users.setdefault(tag, []).append(dst)
             if want is None:
                 if dst in self._routes:
                     plan.deletes.append(dst)
